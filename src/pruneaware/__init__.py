@@ -1,0 +1,24 @@
+"""pruneaware: pruning-aware training for PyTorch."""
+
+from pruneaware import methods as recipes
+from pruneaware.criteria import CRITERIA, Criterion
+from pruneaware.errors import ConfigError, PruneawareError, ScopeError, StateError, UsageError
+from pruneaware.pruner import Pruner
+from pruneaware.recipe import Recipe
+from pruneaware.summary import Summary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CRITERIA",
+    "ConfigError",
+    "Criterion",
+    "Pruner",
+    "PruneawareError",
+    "Recipe",
+    "ScopeError",
+    "StateError",
+    "Summary",
+    "UsageError",
+    "recipes",
+]

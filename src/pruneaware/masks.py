@@ -1,0 +1,91 @@
+"""MaskSet: the one owner of every pruning mask, enforced outside the forward pass.
+
+Masks are applied in place to the weights after each optimizer step and to the gradients
+before it, so the model stays an ordinary module (no hooks, no reparametrization) and the
+forward and backward passes cost exactly what dense training costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from pruneaware.errors import StateError
+
+
+class MaskSet:
+    """Boolean keep-masks (True = keep) for named parameters, starting from their current nonzeros.
+
+    Starting from nonzeros means a model loaded from a sparse checkpoint keeps its zeros, and a
+    schedule continues from that sparsity instead of compounding on top of it.
+    """
+
+    def __init__(self, params: Mapping[str, nn.Parameter]):
+        self.params = dict(params)
+        with torch.no_grad():
+            self.masks = {name: param.detach() != 0 for name, param in self.params.items()}
+        self._refresh_multipliers()
+
+    def _refresh_multipliers(self) -> None:
+        """Cache masks in each parameter's dtype so enforcement is one fused multiply, no casts."""
+        self._names = list(self.params)
+        self._weights = [self.params[name] for name in self._names]
+        self._multipliers = [self.masks[name].to(self.params[name].dtype) for name in self._names]
+        self._any_pruned = any(not bool(mask.all()) for mask in self.masks.values())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.masks)
+
+    def __getitem__(self, name: str) -> Tensor:
+        return self.masks[name]
+
+    def update(self, new_masks: Mapping[str, Tensor]) -> None:
+        """Replace the masks named in ``new_masks`` (shapes must match) and zero the newly pruned weights."""
+        for name, mask in new_masks.items():
+            if name not in self.params:
+                raise StateError(f"mask for unknown parameter {name!r}; known: {sorted(self.params)}")
+            if mask.shape != self.params[name].shape:
+                raise StateError(f"mask for {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(self.params[name].shape)}")
+            self.masks[name] = mask.to(device=self.params[name].device, dtype=torch.bool)
+        self._refresh_multipliers()
+        self.apply_()
+
+    @torch.no_grad()
+    def apply_(self) -> None:
+        """Zero pruned weights in place (nothing to do, and no cost, while nothing is pruned)."""
+        if not self._any_pruned:
+            return
+        torch._foreach_mul_([w.data for w in self._weights], self._multipliers)
+
+    @torch.no_grad()
+    def mask_gradients_(self) -> None:
+        """Zero the gradients of pruned weights so optimizer statistics do not grow for them."""
+        if not self._any_pruned:
+            return
+        pairs = [(w.grad, m) for w, m in zip(self._weights, self._multipliers) if w.grad is not None]
+        if pairs:
+            grads, multipliers = zip(*pairs)
+            torch._foreach_mul_(list(grads), list(multipliers))
+
+    def kept(self, name: str) -> int:
+        return int(self.masks[name].sum())
+
+    def sparsity(self) -> float:
+        """Fraction of masked-out entries over all masked parameters."""
+        total = sum(mask.numel() for mask in self.masks.values())
+        return 1.0 - sum(self.kept(name) for name in self.masks) / max(total, 1)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {name: mask.clone().cpu() for name, mask in self.masks.items()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Restore masks saved by ``state_dict``; names must match exactly."""
+        if set(state) != set(self.params):
+            missing, extra = sorted(set(self.params) - set(state)), sorted(set(state) - set(self.params))
+            raise StateError(f"mask state does not match the pruned parameters: missing {missing}, unexpected {extra}")
+        for name, mask in state.items():
+            if mask.dtype != torch.bool:
+                raise StateError(f"mask {name!r} has dtype {mask.dtype}; masks are boolean")
+        self.update(state)

@@ -1,0 +1,142 @@
+"""Model measurements for reports and benchmarks: parameters, MACs, stored size and latency."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from pruneaware.errors import ConfigError
+
+WEIGHTED_LAYERS = (
+    nn.Linear,
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Conv3d,
+    nn.ConvTranspose1d,
+    nn.ConvTranspose2d,
+    nn.ConvTranspose3d,
+)
+"""Layers whose MACs scale with their weight's density under a perfect sparse kernel."""
+
+
+@dataclass(frozen=True)
+class MacCount:
+    """Multiply-accumulates of one forward pass: as run densely, and as a perfect sparse kernel would run them."""
+
+    dense: int
+    effective: int
+
+
+@dataclass(frozen=True)
+class SizeReport:
+    """Bytes of a saved state dict, raw and gzip-compressed (zeros from pruning compress well)."""
+
+    raw: int
+    compressed: int
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    """Forward-pass wall time over ``repeats`` timed runs of one batch."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+    batch_size: int
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Total number of parameter elements."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_nonzero_parameters(model: nn.Module) -> int:
+    """Number of parameter elements that are exactly nonzero: what sparsity leaves behind."""
+    return sum(int(torch.count_nonzero(p.detach())) for p in model.parameters())
+
+
+def count_macs(model: nn.Module, example_input: Tensor) -> MacCount:
+    """MACs (FLOPs / 2, from torch's FlopCounterMode) of one eval-mode forward, dense and density-scaled."""
+    counter = FlopCounterMode(display=False)
+    with _eval_mode(model), torch.no_grad(), counter:
+        model(example_input)
+    per_module = counter.get_flop_counts()
+    dense = counter.get_total_flops() // 2
+    root = type(model).__name__  # FlopCounterMode names modules "<RootClass>.<qualified.name>"
+    saved = 0
+    for name, module in model.named_modules():
+        if not isinstance(module, WEIGHTED_LAYERS):
+            continue
+        macs = sum(per_module.get(f"{root}.{name}" if name else root, {}).values()) // 2
+        weight = module.weight.detach()
+        saved += macs - macs * int(torch.count_nonzero(weight)) // weight.numel()
+    return MacCount(dense=dense, effective=dense - saved)
+
+
+def state_dict_size_bytes(model: nn.Module) -> SizeReport:
+    """Size of ``torch.save(model.state_dict())`` in memory, and of the same bytes gzip-compressed (level 6)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    raw = buffer.getvalue()
+    return SizeReport(raw=len(raw), compressed=len(gzip.compress(raw, compresslevel=6, mtime=0)))
+
+
+def measure_latency(
+    model: nn.Module,
+    example_input: Tensor,
+    *,
+    warmup: int = 5,
+    repeats: int = 20,
+    threads: int | None = None,
+) -> LatencyReport:
+    """Time eval-mode forwards of ``example_input`` after ``warmup`` untimed ones, optionally with ``threads`` threads."""
+    if warmup < 0:
+        raise ConfigError("warmup", warmup, "an integer >= 0")
+    if repeats < 1:
+        raise ConfigError("repeats", repeats, "an integer >= 1")
+    if threads is not None and threads < 1:
+        raise ConfigError("threads", threads, "None or an integer >= 1")
+    previous_threads = torch.get_num_threads()
+    times_ms = []
+    try:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        with _eval_mode(model), torch.no_grad():
+            for _ in range(warmup):
+                model(example_input)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(example_input)
+                times_ms.append((time.perf_counter() - start) * 1000.0)
+    finally:
+        torch.set_num_threads(previous_threads)
+    p10, median, p90 = np.percentile(times_ms, [10, 50, 90])
+    return LatencyReport(
+        median_ms=float(median),
+        p10_ms=float(p10),
+        p90_ms=float(p90),
+        repeats=repeats,
+        batch_size=int(example_input.shape[0]),
+    )
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode, then restore each one's own training flag."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training

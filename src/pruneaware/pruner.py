@@ -1,0 +1,200 @@
+"""The Pruner: plugs a recipe into any training loop through the optimizer's step hooks."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from pruneaware.errors import ConfigError, StateError, UsageError
+from pruneaware.masks import MaskSet
+from pruneaware.recipe import Recipe, TrainingLength
+from pruneaware.summary import Summary, summarize
+
+log = logging.getLogger(__name__)
+STATE_FORMAT = 1
+
+
+class Pruner:
+    """Runs a recipe inside training: schedule, scoring, masks and regularizer, advanced every step.
+
+    With an optimizer, the pruner registers a pre-step hook (criteria observe gradients, pruned
+    gradients are zeroed) and a post-step hook (regularizer update, schedule advance, masks
+    re-applied), so ``optimizer.step()`` is all a loop calls. Without one, call ``pruner.step()``
+    after each optimizer step yourself (and ``pruner.before_step()`` before it when the criterion
+    reads gradients).
+
+    Example::
+
+        pruner = Pruner(model, optimizer, "recipe.yaml", steps_per_epoch=len(loader), epochs=10)
+        for epoch in range(10):
+            for x, y in loader:
+                loss = loss_fn(model(x), y) + pruner.penalty()
+                optimizer.zero_grad(); loss.backward(); optimizer.step()
+        pruner.finalize()
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer | None,
+        recipe: Recipe | Mapping[str, Any] | str | Path,
+        *,
+        steps_per_epoch: int | None = None,
+        epochs: int | None = None,
+        total_steps: int | None = None,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.recipe = _as_recipe(recipe)
+        if total_steps is None and steps_per_epoch and epochs:
+            total_steps = steps_per_epoch * epochs
+        self.length = TrainingLength(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
+        self.params = self.recipe.scope.build().select(model)
+        self.masks = MaskSet(self.params)
+        self.step_count = 0
+        self.schedule = self.criterion = self.granularity = None
+        if self.recipe.pruning is not None:
+            self.schedule = self.recipe.pruning.schedule.build(self.length)
+            self.criterion = self.recipe.pruning.build_criterion()
+            self.granularity = self.recipe.pruning.granularity.build()
+            self._check_fits_training()
+            for name, param in self.params.items():
+                self.granularity.check(name, param)
+        self.regularizer = self.recipe.regularizer.build() if self.recipe.regularizer else None
+        self._param_lr_index = self._index_learning_rates()
+        self._hooks = self._register_hooks()
+        if self.schedule is not None and self.schedule.is_update_step(0):
+            self._prune(0)
+
+    # -- the training-loop surface ------------------------------------------------------------
+
+    def penalty(self) -> Tensor | float:
+        """Regularizer term to add to the loss (0.0 when the recipe has none or it is proximal)."""
+        return self.regularizer.penalty(self.params) if self.regularizer else 0.0
+
+    def before_step(self) -> None:
+        """Before an optimizer step: let the criterion read gradients, then zero pruned gradients."""
+        if self.criterion is not None and self.criterion.needs_gradients:
+            self.criterion.observe(self.params)
+        self.masks.mask_gradients_()
+
+    def step(self) -> None:
+        """After an optimizer step: regularizer update, schedule advance, masks enforced."""
+        if self.regularizer is not None:
+            self.regularizer.after_step(self.params, self._learning_rates())
+        self.step_count += 1
+        if self.schedule is not None and self.schedule.is_update_step(self.step_count):
+            self._prune(self.step_count)
+        else:
+            self.masks.apply_()
+
+    def target_sparsity(self) -> float:
+        """The sparsity the schedule asks for now (0.0 for regularizer-only recipes)."""
+        return self.schedule.target(self.step_count) if self.schedule else 0.0
+
+    def summary(self) -> Summary:
+        """Per-layer and total sparsity counted from the weights themselves."""
+        return summarize(self.model, self.params, target=self.target_sparsity())
+
+    def finalize(self) -> nn.Module:
+        """Make the sparsity permanent: zero pruned weights one last time and detach from the optimizer.
+
+        The model is an ordinary module before and after; it stays trainable (further training
+        without a pruner is free to regrow zeros).
+        """
+        self.masks.apply_()
+        self.remove_hooks()
+        return self.model
+
+    def remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+    # -- checkpointing --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the schedule bit-for-bit: step, masks, criterion state."""
+        return {
+            "format": STATE_FORMAT,
+            "recipe": self.recipe.fingerprint(),
+            "step": self.step_count,
+            "masks": self.masks.state_dict(),
+            "criterion": self.criterion.state_dict() if self.criterion else {},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a state saved by ``state_dict`` from the same recipe."""
+        if state.get("format") != STATE_FORMAT:
+            raise StateError(f"pruner state format {state.get('format')!r} is not {STATE_FORMAT}; was it saved by pruneaware?")
+        if state["recipe"] != self.recipe.fingerprint():
+            raise StateError(
+                f"pruner state was saved with a different recipe (fingerprint {state['recipe']}, this recipe "
+                f"{self.recipe.fingerprint()}); resume with the recipe the run started with"
+            )
+        self.step_count = int(state["step"])
+        self.masks.load_state_dict(state["masks"])
+        if self.criterion is not None:
+            self.criterion.load_state_dict(state["criterion"])
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _prune(self, step: int) -> None:
+        """Recompute masks at the schedule's target; pruned weights stay pruned (scores forced lowest)."""
+        target = self.schedule.value_at(step)
+        with torch.no_grad():
+            scores = {}
+            for name, param in self.params.items():
+                score = self.criterion.score(name, param).float()
+                scores[name] = score.masked_fill(~self.masks[name], float("-inf"))
+        new_masks = self.granularity.masks(scores, target)
+        self.masks.update({name: mask & self.masks[name] for name, mask in new_masks.items()})
+        self.criterion.after_prune()
+        log.debug("step %d: pruned to target %.4f (masked %.4f)", step, target, self.masks.sparsity())
+
+    def _check_fits_training(self) -> None:
+        total = self.length.total_steps
+        if total is not None and self.schedule.last_step > total:
+            raise ConfigError(
+                "pruning.schedule",
+                f"last update at step {self.schedule.last_step}",
+                f"a schedule that ends by the last training step ({total}); move 'end'/'at' earlier or train longer",
+            )
+
+    def _register_hooks(self) -> list[Any]:
+        if self.optimizer is None:
+            return []
+        pre = self.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: self.before_step())
+        post = self.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: self.step())
+        return [pre, post]
+
+    def _index_learning_rates(self) -> dict[str, int]:
+        """Which optimizer param group holds each pruned parameter (proximal updates need its lr)."""
+        if self.optimizer is None:
+            return {}
+        group_of = {id(p): index for index, group in enumerate(self.optimizer.param_groups) for p in group["params"]}
+        missing = [name for name, p in self.params.items() if id(p) not in group_of]
+        if missing:
+            raise UsageError(f"parameters {missing} are pruned but not in the optimizer; build the optimizer over model.parameters()")
+        return {name: group_of[id(p)] for name, p in self.params.items()}
+
+    def _learning_rates(self) -> dict[str, float]:
+        if self.optimizer is None:
+            raise UsageError("a proximal regularizer needs the optimizer's learning rate; pass the optimizer to Pruner")
+        groups = self.optimizer.param_groups
+        return {name: float(groups[index]["lr"]) for name, index in self._param_lr_index.items()}
+
+
+def _as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
+    if isinstance(recipe, Recipe):
+        return recipe
+    if isinstance(recipe, Mapping):
+        return Recipe.from_dict(dict(recipe))
+    if isinstance(recipe, (str, Path)):
+        return Recipe.from_yaml(recipe)
+    raise ConfigError("recipe", type(recipe).__name__, "a Recipe, a dict, or the path of a YAML recipe")

@@ -1,0 +1,309 @@
+"""Recipes: the validated, serializable description of a pruning run (Python objects or YAML).
+
+A recipe says *how much* (schedule), *what* (criterion at a granularity), *where* (scope) and
+*how enforced* (masks, regularizer). Times are given in steps, epochs or fractions of training
+and resolved to optimizer steps when the Pruner knows the training length. Invalid values raise
+ConfigError naming the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pruneaware import granularity as gran
+from pruneaware import schedules
+from pruneaware.criteria import CRITERIA, Criterion
+from pruneaware.errors import ConfigError
+from pruneaware.regularizers import L1, Regularizer
+from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
+
+RECIPE_VERSION = 1
+Unit = Literal["step", "epoch", "fraction"]
+
+
+def _sparsity(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError("expected a fraction in [0, 1), e.g. 0.9 for 90% of weights removed")
+    return value
+
+
+Sparsity = Annotated[float, AfterValidator(_sparsity)]
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingLength(BaseModel):
+    """How long training is, so times in epochs or fractions resolve to optimizer steps."""
+
+    steps_per_epoch: int | None = None
+    total_steps: int | None = None
+
+    def steps(self, value: float | None, unit: Unit, field: str) -> int:
+        """Convert a time in ``unit`` to a step count."""
+        if value is None:  # "every" left out: once per epoch, or every step without epochs
+            return self.steps_per_epoch or 1
+        if unit == "step":
+            if value != int(value):
+                raise ConfigError(field, value, "a whole number of steps (or unit: 'fraction' for fractions of training)")
+            return int(value)
+        if unit == "epoch":
+            if not self.steps_per_epoch:
+                raise ConfigError(field, value, "times in steps, or pass steps_per_epoch= to the Pruner for epoch units")
+            return round(value * self.steps_per_epoch)
+        if not self.total_steps:
+            raise ConfigError(field, value, "times in steps, or pass steps_per_epoch= and epochs= to the Pruner for fractions")
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(field, value, "a fraction of training in [0, 1]")
+        return round(value * self.total_steps)
+
+
+class _ScheduleSpec(_Spec):
+    unit: Unit = "fraction"
+    """Unit of every time field: optimizer steps, epochs, or fractions of the whole run."""
+
+    def _steps(self, length: TrainingLength, name: str) -> int:
+        return length.steps(getattr(self, name), self.unit, f"pruning.schedule.{name}")
+
+    def _every(self, length: TrainingLength) -> int:
+        return max(self._steps(length, "every"), 1)
+
+
+class OneShotSpec(_ScheduleSpec):
+    type: Literal["one_shot"]
+    sparsity: Sparsity
+    at: float = 0.0
+
+    def build(self, length: TrainingLength) -> schedules.Schedule:
+        return schedules.OneShot(self.sparsity, self._steps(length, "at"))
+
+    @property
+    def final(self) -> float:
+        return self.sparsity
+
+
+class ConstantSpec(_ScheduleSpec):
+    type: Literal["constant"]
+    sparsity: Sparsity
+    begin: float = 0.0
+    end: float = 1.0
+    every: float | None = None
+
+    def build(self, length: TrainingLength) -> schedules.Schedule:
+        return schedules.Constant(self.sparsity, self._steps(length, "begin"), self._steps(length, "end"), self._every(length))
+
+    @property
+    def final(self) -> float:
+        return self.sparsity
+
+
+class RampSpec(_ScheduleSpec):
+    type: Literal["linear", "polynomial", "cubic", "exponential"]
+    final: Sparsity
+    initial: Sparsity = 0.0
+    begin: float = 0.0
+    end: float = 1.0
+    every: float | None = None
+    power: float = 3.0
+
+    def build(self, length: TrainingLength) -> schedules.Schedule:
+        times = (self._steps(length, "begin"), self._steps(length, "end"), self._every(length))
+        if self.type == "linear":
+            return schedules.Linear(self.initial, self.final, *times)
+        if self.type == "exponential":
+            return schedules.Exponential(self.initial, self.final, *times)
+        power = 3.0 if self.type == "cubic" else self.power
+        return schedules.Polynomial(self.initial, self.final, *times, power=power)
+
+
+class IterativeSpec(_ScheduleSpec):
+    type: Literal["iterative"]
+    rounds: int
+    keep: float = 0.8
+    begin: float = 0.0
+    every: float | None = None
+
+    def build(self, length: TrainingLength) -> schedules.Schedule:
+        return schedules.Iterative(self.keep, self.rounds, self._steps(length, "begin"), self._every(length))
+
+    @property
+    def final(self) -> float:
+        return 1.0 - self.keep**self.rounds
+
+
+ScheduleSpec = Annotated[Union[OneShotSpec, ConstantSpec, RampSpec, IterativeSpec], Field(discriminator="type")]
+
+
+class ElementSpec(_Spec):
+    type: Literal["element"] = "element"
+    scope: Literal["layer", "global"] = "global"
+
+    def build(self) -> gran.Granularity:
+        return gran.Element(scope=self.scope)
+
+
+class BlockSpec(_Spec):
+    type: Literal["block"]
+    shape: tuple[int, int] = (1, 4)
+    scope: Literal["layer", "global"] = "layer"
+
+    def build(self) -> gran.Granularity:
+        return gran.Block(scope=self.scope, shape=self.shape)
+
+
+class NMSpec(_Spec):
+    type: Literal["nm"]
+    n: int = 2
+    m: int = 4
+
+    @model_validator(mode="after")
+    def _n_below_m(self) -> NMSpec:
+        gran.NM(self.n, self.m)  # raises ConfigError for N >= M or M < 2
+        return self
+
+    def build(self) -> gran.Granularity:
+        return gran.NM(self.n, self.m)
+
+
+GranularitySpec = Annotated[Union[ElementSpec, BlockSpec, NMSpec], Field(discriminator="type")]
+
+
+class PruningSpec(_Spec):
+    """What to remove (criterion at a granularity) and how much when (schedule)."""
+
+    schedule: ScheduleSpec
+    criterion: str = "magnitude"
+    criterion_options: dict[str, Any] = Field(default_factory=dict)
+    granularity: GranularitySpec = Field(default_factory=ElementSpec)
+
+    @field_validator("granularity", mode="before")
+    @classmethod
+    def _shorthand(cls, value: Any) -> Any:
+        """Accept ``"element"``, ``"block"`` or ``"2:4"`` for the common cases."""
+        if isinstance(value, str):
+            if ":" in value:
+                n, _, m = value.partition(":")
+                if not (n.strip().isdigit() and m.strip().isdigit()):
+                    raise ValueError(f"expected 'N:M' with integers, e.g. '2:4', got {value!r}")
+                return {"type": "nm", "n": int(n), "m": int(m)}
+            return {"type": value}
+        return value
+
+    @field_validator("criterion")
+    @classmethod
+    def _known_criterion(cls, name: str) -> str:
+        if name not in CRITERIA:
+            raise ValueError(f"unknown criterion; expected one of {CRITERIA.names()}")
+        return name
+
+    @model_validator(mode="after")
+    def _nm_target(self) -> PruningSpec:
+        if isinstance(self.granularity, NMSpec):
+            expected = 1.0 - self.granularity.n / self.granularity.m
+            if abs(self.schedule.final - expected) > 1e-9:
+                raise ValueError(
+                    f"a {self.granularity.n}:{self.granularity.m} granularity ends at sparsity {expected}; "
+                    f"set the schedule's final sparsity to {expected}, not {self.schedule.final}"
+                )
+        return self
+
+    def build_criterion(self) -> Criterion:
+        try:
+            return CRITERIA.build(self.criterion, **self.criterion_options)
+        except TypeError as error:
+            raise ConfigError("pruning.criterion_options", self.criterion_options, f"options {self.criterion!r} accepts ({error})") from None
+
+
+class ScopeSpec(_Spec):
+    modules: tuple[str, ...] = DEFAULT_MODULE_TYPES
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    parameter: str = "weight"
+    skip_last: bool = True
+
+    def build(self) -> Scope:
+        return Scope(**self.model_dump())
+
+
+class L1Spec(_Spec):
+    type: Literal["l1"]
+    strength: float = Field(gt=0)
+    proximal: bool = False
+
+    def build(self) -> Regularizer:
+        return L1(self.strength, self.proximal)
+
+
+RegularizerSpec = Annotated[Union[L1Spec], Field(discriminator="type")]
+
+
+class Recipe(_Spec):
+    """A complete pruning recipe; build one in Python, from a dict, or from YAML."""
+
+    version: Literal[1] = RECIPE_VERSION
+    name: str = "custom"
+    pruning: PruningSpec | None = None
+    scope: ScopeSpec = Field(default_factory=ScopeSpec)
+    regularizer: RegularizerSpec | None = None
+
+    @model_validator(mode="after")
+    def _does_something(self) -> Recipe:
+        if self.pruning is None and self.regularizer is None:
+            raise ValueError("a recipe needs a 'pruning' section, a 'regularizer' section, or both")
+        return self
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Recipe:
+        """Validate ``data``, turning schema errors into one ConfigError."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise _config_error(error) from None
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> Recipe:
+        """Load a recipe file (a ``train:`` section, used by the CLI, is ignored here)."""
+        data = read_yaml_mapping(source)
+        data.pop("train", None)
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def fingerprint(self) -> str:
+        """Stable short hash of the recipe's content, stored in checkpoints to catch mismatched resumes."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def read_yaml_mapping(source: str | Path) -> dict[str, Any]:
+    """Parse a YAML file into a dict, with a one-line error when it is missing or malformed."""
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError("recipe", str(source), "the path of an existing YAML recipe file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError("recipe", str(source), f"valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError("recipe", str(source), "a YAML mapping with 'pruning:' and/or 'regularizer:' sections")
+    return data
+
+
+def _config_error(error: ValidationError) -> ConfigError:
+    first = error.errors()[0]
+    field = "recipe." + ".".join(str(part) for part in first["loc"]) if first["loc"] else "recipe"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        message = "no such field; check the spelling against the recipe reference in docs/recipes.md"
+    more = error.error_count() - 1
+    return ConfigError(field, first.get("input"), message + (f" (and {more} more problem(s))" if more else ""))

@@ -1,0 +1,71 @@
+"""Scope: which parameters a recipe prunes or regularizes, chosen by module type and name pattern."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from torch import nn
+
+from pruneaware.errors import ScopeError
+
+DEFAULT_MODULE_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """Parameters named ``<module>.<parameter>`` of modules whose type (or a base class) is in ``modules``.
+
+    ``include`` and ``exclude`` are glob patterns on module names (``layer1.*``, ``*.fc``);
+    ``skip_last`` leaves the last matching module, normally the classifier, dense.
+    Biases and normalization layers are out of scope unless asked for, because pruning them
+    saves almost nothing and hurts accuracy.
+    """
+
+    modules: tuple[str, ...] = DEFAULT_MODULE_TYPES
+    include: tuple[str, ...] = ("*",)
+    exclude: tuple[str, ...] = ()
+    parameter: str = "weight"
+    skip_last: bool = True
+
+    def select(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        """The parameters in scope, by qualified name, in module order; errors when nothing matches."""
+        names = [name for name, _ in model.named_modules()]
+        for pattern in (*self.include, *self.exclude):
+            if not any(fnmatchcase(name, pattern) for name in names):
+                raise ScopeError(
+                    f"scope pattern {pattern!r} matches no module; module names look like: {_examples(names)}"
+                )
+        candidates = [
+            (name, module)
+            for name, module in model.named_modules()
+            if _type_matches(module, self.modules)
+            and any(fnmatchcase(name, p) for p in self.include)
+            and not any(fnmatchcase(name, p) for p in self.exclude)
+            and isinstance(getattr(module, self.parameter, None), nn.Parameter)
+        ]
+        if self.skip_last and candidates:
+            candidates = candidates[:-1]
+        selected: dict[str, nn.Parameter] = {}
+        seen: set[int] = set()
+        for name, module in candidates:
+            param = getattr(module, self.parameter)
+            if id(param) not in seen:  # tied weights are pruned once, under their first name
+                seen.add(id(param))
+                selected[f"{name}.{self.parameter}" if name else self.parameter] = param
+        if not selected:
+            types = sorted({type(m).__name__ for m in model.modules()})
+            raise ScopeError(
+                f"scope selects no parameter: module types {list(self.modules)} with include={list(self.include)}, "
+                f"exclude={list(self.exclude)}, skip_last={self.skip_last}; this model has module types {types}"
+            )
+        return selected
+
+
+def _type_matches(module: nn.Module, type_names: tuple[str, ...]) -> bool:
+    return any(cls.__name__ in type_names for cls in type(module).__mro__)
+
+
+def _examples(names: list[str], limit: int = 8) -> str:
+    shown = [repr(name) for name in names if name][:limit]
+    return ", ".join(shown) + (", ..." if len(names) - 1 > limit else "")
