@@ -48,6 +48,7 @@ class MaskSet:
                 raise StateError(f"mask for unknown parameter {name!r}; known: {sorted(self.params)}")
             if mask.shape != self.params[name].shape:
                 raise StateError(f"mask for {name!r} has shape {tuple(mask.shape)}, parameter has {tuple(self.params[name].shape)}")
+        for name, mask in new_masks.items():  # all validated first: a rejected update changes nothing
             self.masks[name] = mask.to(device=self.params[name].device, dtype=torch.bool)
         self._refresh_multipliers()
         self.apply_()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -100,34 +100,55 @@ def measure_latency(
     threads: int | None = None,
 ) -> LatencyReport:
     """Time eval-mode forwards of ``example_input`` after ``warmup`` untimed ones, optionally with ``threads`` threads."""
+    return compare_latency({"model": model}, example_input, warmup=warmup, repeats=repeats, threads=threads, rounds=1)["model"]
+
+
+def compare_latency(
+    models: Mapping[str, nn.Module],
+    example_input: Tensor,
+    *,
+    warmup: int = 5,
+    repeats: int = 20,
+    threads: int | None = None,
+    rounds: int = 4,
+) -> dict[str, LatencyReport]:
+    """Time several models side by side: ``rounds`` interleaved passes over the models, so drift in
+    machine load or clock speed affects them all alike. Each model gets ``repeats`` timed forwards in all."""
     if warmup < 0:
         raise ConfigError("warmup", warmup, "an integer >= 0")
-    if repeats < 1:
-        raise ConfigError("repeats", repeats, "an integer >= 1")
+    if repeats < 1 or rounds < 1:
+        raise ConfigError("repeats", repeats, "an integer >= 1, with rounds >= 1")
     if threads is not None and threads < 1:
         raise ConfigError("threads", threads, "None or an integer >= 1")
     previous_threads = torch.get_num_threads()
-    times_ms = []
+    times_ms: dict[str, list[float]] = {name: [] for name in models}
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        with _eval_mode(model), torch.no_grad():
-            for _ in range(warmup):
-                model(example_input)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(example_input)
-                times_ms.append((time.perf_counter() - start) * 1000.0)
+        for round_index in range(rounds):
+            for name, model in models.items():
+                count = repeats // rounds + (round_index < repeats % rounds)
+                times_ms[name] += _time_forwards(model, example_input, warmup if round_index == 0 else 1, count)
     finally:
         torch.set_num_threads(previous_threads)
+    return {name: _latency_report(times, int(example_input.shape[0])) for name, times in times_ms.items()}
+
+
+def _time_forwards(model: nn.Module, example_input: Tensor, warmup: int, count: int) -> list[float]:
+    times = []
+    with _eval_mode(model), torch.no_grad():
+        for _ in range(warmup):
+            model(example_input)
+        for _ in range(count):
+            start = time.perf_counter()
+            model(example_input)
+            times.append((time.perf_counter() - start) * 1000.0)
+    return times
+
+
+def _latency_report(times_ms: list[float], batch_size: int) -> LatencyReport:
     p10, median, p90 = np.percentile(times_ms, [10, 50, 90])
-    return LatencyReport(
-        median_ms=float(median),
-        p10_ms=float(p10),
-        p90_ms=float(p90),
-        repeats=repeats,
-        batch_size=int(example_input.shape[0]),
-    )
+    return LatencyReport(float(median), float(p10), float(p90), len(times_ms), batch_size)
 
 
 @contextmanager

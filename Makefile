@@ -1,0 +1,28 @@
+# Each target sets up its own virtual environment on first use (exact pins from requirements/ci.txt).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all bench clean
+
+$(STAMP): pyproject.toml requirements/ci.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements/ci.txt
+	$(VENV)/bin/pip install --quiet --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)  ## the main job: GMP to 90% sparsity on MNIST-1D, dense vs pruned report
+	$(VENV)/bin/pruneaware run
+
+test: $(STAMP)  ## the default test suite (slow tests excluded)
+	$(PY) -m pytest -q
+
+test-all: $(STAMP)  ## every test, slow ones included
+	$(PY) -m pytest -q -m ""
+
+bench: $(STAMP)  ## training-step overhead: dense vs pruneaware masks vs torch.nn.utils.prune
+	$(PY) bench/train_step.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,1 @@
+"""The ``pruneaware`` command line."""

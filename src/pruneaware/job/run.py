@@ -1,0 +1,160 @@
+"""The main job: train a dense baseline and a pruned model the same way, measure both, write a report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch import nn
+
+from pruneaware import measure
+from pruneaware.data import DatasetSplits, load_dataset
+from pruneaware.errors import StateError
+from pruneaware.job import checkpoint
+from pruneaware.job.spec import RunSpec
+from pruneaware.job.trainer import EpochRecord, PhaseTrainer, StepCallback
+from pruneaware.models import build_model
+from pruneaware.summary import Summary, summarize
+
+log = logging.getLogger(__name__)
+SPEC_FILE = "spec.yaml"
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """A trained model of one phase and what was measured on it."""
+
+    phase: str
+    history: list[EpochRecord]
+    summary: Summary
+    macs: measure.MacCount
+    size: measure.SizeReport
+    latency: dict[int, measure.LatencyReport]
+
+    @property
+    def accuracy(self) -> float:
+        return self.history[-1].test_accuracy
+
+
+@dataclass(frozen=True)
+class JobResult:
+    spec: RunSpec
+    directory: Path
+    phases: dict[str, PhaseResult]
+    schedule_steps: list[tuple[int, float]]
+
+
+def prepare_run_directory(spec: RunSpec, directory: Path) -> None:
+    """Create the run folder and store the spec, so ``--resume`` needs nothing but the folder."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / SPEC_FILE).write_text(yaml.safe_dump(spec.to_mapping(), sort_keys=False))
+
+
+def load_run_spec(directory: Path) -> RunSpec:
+    """The spec a run folder was started with."""
+    path = directory / SPEC_FILE
+    if not path.is_file():
+        raise StateError(f"{str(directory)!r} is not a run folder (no {SPEC_FILE}); pass the folder a previous 'pruneaware run' wrote")
+    return RunSpec.from_yaml(path)
+
+
+def check_run(spec: RunSpec) -> None:
+    """Build the data, model and pruner of ``spec`` without training, so bad settings fail before any work."""
+    data = load_dataset(spec.train.dataset, seed=spec.train.seed)
+    _trainer("pruned", spec, data, Path("unused"), ())
+
+
+def run_job(
+    spec: RunSpec,
+    directory: Path,
+    *,
+    console: Console | None = None,
+    callbacks: Sequence[StepCallback] = (),
+    latency_batches: Sequence[int] = (1, 64),
+) -> JobResult:
+    """Train each phase (continuing from checkpoints in ``directory``), measure, and return the results."""
+    console = console or Console(stderr=True)
+    data = load_dataset(spec.train.dataset, seed=spec.train.seed)
+    phases = ["dense", "pruned"] if spec.train.dense_baseline else ["pruned"]
+    trained: dict[str, tuple[nn.Module, list[EpochRecord]]] = {}
+    schedule_steps: list[tuple[int, float]] = []
+    trainers = [_trainer(phase, spec, data, directory, callbacks) for phase in phases]  # validates before training
+    for phase, trainer in zip(phases, trainers):
+        with _progress(console) as progress:
+            task = progress.add_task(f"{phase:>6}", total=trainer.total_steps, loss=float("nan"))
+            progress.update(task, completed=trainer.epoch * trainer.steps_per_epoch)
+            history = trainer.run(on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
+        checkpoint.atomic_save(trainer.model.state_dict(), directory / f"{phase}_model.pt")
+        if trainer.pruner is not None and trainer.pruner.schedule is not None:
+            schedule = trainer.pruner.schedule
+            schedule_steps = [(step, schedule.target(step)) for step in range(trainer.total_steps + 1)]
+        trained[phase] = (trainer.model, history)
+    inputs = data.test.tensors[0]
+    models = {phase: model for phase, (model, _) in trained.items()}
+    latency = {batch: measure.compare_latency(models, inputs[:batch]) for batch in latency_batches}
+    results = {
+        phase: PhaseResult(
+            phase=phase,
+            history=history,
+            summary=summarize(model, spec.recipe.scope.build().select(model), target=history[-1].target_sparsity),
+            macs=measure.count_macs(model, inputs[:1]),
+            size=measure.state_dict_size_bytes(model),
+            latency={batch: latency[batch][phase] for batch in latency_batches},
+        )
+        for phase, (model, history) in trained.items()
+    }
+    return JobResult(spec=spec, directory=directory, phases=results, schedule_steps=schedule_steps)
+
+
+def write_metrics(result: JobResult) -> None:
+    """Every epoch of every phase as CSV, and the headline numbers as JSON."""
+    rows = [asdict(record) for phase in result.phases.values() for record in phase.history]
+    with open(result.directory / "metrics.csv", "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    headline = {
+        name: {
+            "accuracy": phase.accuracy,
+            "sparsity": phase.summary.sparsity,
+            "model_sparsity": phase.summary.model_sparsity,
+            "parameters": phase.summary.model_parameters,
+            "nonzero_parameters": phase.summary.model_nonzero,
+            "macs": phase.macs.dense,
+            "effective_macs": phase.macs.effective,
+            "checkpoint_bytes": phase.size.raw,
+            "checkpoint_gzip_bytes": phase.size.compressed,
+            "latency_ms": {str(batch): report.median_ms for batch, report in phase.latency.items()},
+            "layers": phase.summary.to_dict()["layers"],
+        }
+        for name, phase in result.phases.items()
+    }
+    (result.directory / "summary.json").write_text(json.dumps(headline, indent=2))
+
+
+def _trainer(phase: str, spec: RunSpec, data: DatasetSplits, directory: Path, callbacks: Sequence[StepCallback]) -> PhaseTrainer:
+    torch.manual_seed(spec.train.seed)  # same initial weights for both phases
+    model = build_model(spec.train.model, data.input_shape, data.num_classes)
+    recipe = spec.recipe if phase == "pruned" else None
+    return PhaseTrainer(phase, model, data.train, data.test, spec.train, directory / phase, recipe=recipe, callbacks=callbacks)
+
+
+def _progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )

@@ -1,0 +1,181 @@
+"""One training phase (dense baseline or pruned run), deterministic and resumable from its checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import TensorDataset
+
+from pruneaware.job import checkpoint
+from pruneaware.job.spec import TrainSpec
+from pruneaware.pruner import Pruner
+from pruneaware.recipe import Recipe
+
+log = logging.getLogger(__name__)
+StepCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """Metrics after one epoch; sparsity is counted from the weights."""
+
+    phase: str
+    epoch: int
+    step: int
+    train_loss: float
+    test_loss: float
+    test_accuracy: float
+    sparsity: float
+    target_sparsity: float
+    lr: float
+    seconds: float
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: TensorDataset, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy on ``data``; restores the model's training mode."""
+    was_training = model.training
+    model.eval()
+    inputs, targets = data.tensors
+    loss_sum, correct = 0.0, 0
+    for start in range(0, len(targets), batch_size):
+        logits = model(inputs[start : start + batch_size])
+        batch_targets = targets[start : start + batch_size]
+        loss_sum += float(F.cross_entropy(logits, batch_targets, reduction="sum"))
+        correct += int((logits.argmax(1) == batch_targets).sum())
+    model.train(was_training)
+    return loss_sum / len(targets), correct / len(targets)
+
+
+def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
+    if spec.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay)
+    optimizer_class = torch.optim.AdamW if spec.optimizer == "adamw" else torch.optim.Adam
+    return optimizer_class(model.parameters(), lr=spec.lr, weight_decay=spec.weight_decay)
+
+
+def build_lr_schedule(optimizer: torch.optim.Optimizer, spec: TrainSpec, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    if spec.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * min(step / total_steps, 1.0))))
+
+
+def epoch_order(seed: int, epoch: int, size: int) -> torch.Tensor:
+    """The shuffling of one epoch, a function of (seed, epoch) only, so a resumed run sees the same batches."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+class PhaseTrainer:
+    """Trains ``model`` for ``spec.epochs`` epochs, with a pruner when ``recipe`` is given.
+
+    A checkpoint is written atomically after every epoch in ``directory``; constructing a
+    trainer over a directory that holds one continues from it, bit-for-bit.
+    """
+
+    def __init__(
+        self,
+        phase: str,
+        model: nn.Module,
+        train_data: TensorDataset,
+        test_data: TensorDataset,
+        spec: TrainSpec,
+        directory: Path,
+        recipe: Recipe | None = None,
+        callbacks: Sequence[StepCallback] = (),
+    ):
+        self.phase = phase
+        self.model = model
+        self.train_data, self.test_data = train_data, test_data
+        self.spec = spec
+        self.directory = Path(directory)
+        self.callbacks = list(callbacks)
+        self.steps_per_epoch = math.ceil(len(train_data) / spec.batch_size)
+        self.total_steps = self.steps_per_epoch * spec.epochs
+        self.optimizer = build_optimizer(model, spec)
+        self.lr_schedule = build_lr_schedule(self.optimizer, spec, self.total_steps)
+        self.pruner = (
+            Pruner(model, self.optimizer, recipe, steps_per_epoch=self.steps_per_epoch, epochs=spec.epochs) if recipe else None
+        )
+        self.history: list[EpochRecord] = []
+        self.epoch = 0
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.directory / "checkpoint.pt"
+
+    def run(self, on_step: Callable[[int, float], None] | None = None) -> list[EpochRecord]:
+        """Train to the end (resuming if a checkpoint exists); returns one record per epoch."""
+        if self.checkpoint_path.exists():
+            self._restore(checkpoint.load(self.checkpoint_path))
+            log.info("%s: resumed at epoch %d", self.phase, self.epoch)
+        inputs, targets = self.train_data.tensors
+        self.model.train()
+        while self.epoch < self.spec.epochs:
+            started, loss_sum = time.perf_counter(), 0.0
+            order = epoch_order(self.spec.seed, self.epoch, len(targets))
+            for batch in order.split(self.spec.batch_size):
+                loss = F.cross_entropy(self.model(inputs[batch]), targets[batch])
+                if self.pruner is not None:
+                    loss = loss + self.pruner.penalty()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.lr_schedule.step()
+                loss_value = loss.item()
+                loss_sum += loss_value
+                step = self.lr_schedule.last_epoch
+                for callback in self.callbacks:
+                    callback(step)
+                if on_step is not None:
+                    on_step(step, loss_value)
+            self.epoch += 1
+            self.history.append(self._record(loss_sum / self.steps_per_epoch, time.perf_counter() - started))
+            checkpoint.atomic_save(self._state(), self.checkpoint_path)
+        if self.pruner is not None:
+            self.pruner.finalize()
+        return self.history
+
+    def _record(self, train_loss: float, seconds: float) -> EpochRecord:
+        test_loss, accuracy = evaluate(self.model, self.test_data)
+        summary = self.pruner.summary() if self.pruner else None
+        return EpochRecord(
+            phase=self.phase,
+            epoch=self.epoch,
+            step=self.lr_schedule.last_epoch,
+            train_loss=train_loss,
+            test_loss=test_loss,
+            test_accuracy=accuracy,
+            sparsity=summary.sparsity if summary else 0.0,
+            target_sparsity=summary.target if summary else 0.0,
+            lr=self.optimizer.param_groups[0]["lr"],
+            seconds=seconds,
+        )
+
+    def _state(self) -> dict[str, object]:
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict(),
+            "pruner": self.pruner.state_dict() if self.pruner else None,
+            "rng": checkpoint.rng_state(),
+            "history": [asdict(record) for record in self.history],
+        }
+
+    def _restore(self, state: dict[str, object]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr_schedule.load_state_dict(state["lr_schedule"])
+        if self.pruner is not None:
+            self.pruner.load_state_dict(state["pruner"])
+        checkpoint.restore_rng_state(state["rng"])
+        self.history = [EpochRecord(**record) for record in state["history"]]
+        self.epoch = int(state["epoch"])

@@ -1,0 +1,1 @@
+"""Reports of a finished run: a markdown file, plots, and a table on the terminal."""

@@ -1,0 +1,58 @@
+"""The run report as markdown: headline comparison, per-layer sparsity, plots, how to reproduce."""
+
+from __future__ import annotations
+
+import platform
+
+import torch
+
+from pruneaware.job.run import JobResult
+from pruneaware.report.table import accuracy_change, comparison_rows
+
+
+def render_markdown(result: JobResult) -> str:
+    header, rows = comparison_rows(result)
+    spec = result.spec
+    lines = [
+        f"# pruneaware run: {spec.recipe.name}",
+        "",
+        f"{spec.train.model} on {spec.train.dataset}, {spec.train.epochs} epochs, batch {spec.train.batch_size}, "
+        f"{spec.train.optimizer} lr {spec.train.lr} ({spec.train.lr_schedule}), seed {spec.train.seed}.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
+    change = accuracy_change(result)
+    if change is not None:
+        lines += [f"Accuracy change from pruning: {change:+.2f} points.", ""]
+    lines += [
+        "Sparsity is counted from the weights. Unstructured zeros do not make dense kernels faster: ",
+        "the effective MACs are what a sparse kernel would need, and the latency rows are measured with dense kernels.",
+        "",
+        "## Per-layer sparsity",
+        "",
+        "| layer | shape | nonzero | sparsity |",
+        "|---|---|---|---|",
+        *(
+            f"| {layer.name} | {list(layer.shape)} | {layer.nonzero:,} / {layer.numel:,} | {layer.sparsity:.2%} |"
+            for layer in result.phases["pruned"].summary.layers
+        ),
+        "",
+        "## Plots",
+        "",
+        "![schedule](plots/schedule.png)",
+        "![curves](plots/curves.png)",
+        "![layers](plots/layer_sparsity.png)",
+        "",
+        "## Environment",
+        "",
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, Python {platform.python_version()}, "
+        f"{platform.machine()} {platform.processor() or ''}".rstrip(),
+        "",
+        "The recipe and training settings of this run are in `spec.yaml`; "
+        f"`pruneaware run {result.directory / 'spec.yaml'}` repeats it.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,63 @@
+"""Plots of a run: schedule vs measured sparsity, learning curves, per-layer sparsity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pruneaware.job.run import JobResult  # noqa: E402
+
+
+def write_plots(result: JobResult) -> list[Path]:
+    """Write every plot into ``<run>/plots`` and return their paths."""
+    folder = result.directory / "plots"
+    folder.mkdir(exist_ok=True)
+    paths = [_schedule(result, folder / "schedule.png"), _curves(result, folder / "curves.png")]
+    paths.append(_layers(result, folder / "layer_sparsity.png"))
+    return paths
+
+
+def _schedule(result: JobResult, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    if result.schedule_steps:
+        steps, targets = zip(*result.schedule_steps)
+        axis.step(steps, targets, where="post", label="scheduled target")
+    pruned = result.phases["pruned"].history
+    axis.plot([r.step for r in pruned], [r.sparsity for r in pruned], "o", markersize=3, label="counted in weights (per epoch)")
+    axis.set(xlabel="optimizer step", ylabel="sparsity of pruned scope", ylim=(0, 1), title="Sparsity schedule")
+    axis.legend(loc="lower right")
+    return _save(figure, path)
+
+
+def _curves(result: JobResult, path: Path) -> Path:
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for phase in result.phases.values():
+        epochs = [r.epoch for r in phase.history]
+        loss_axis.plot(epochs, [r.train_loss for r in phase.history], label=f"{phase.phase} train")
+        loss_axis.plot(epochs, [r.test_loss for r in phase.history], "--", label=f"{phase.phase} test")
+        accuracy_axis.plot(epochs, [100 * r.test_accuracy for r in phase.history], label=phase.phase)
+    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="Loss", yscale="log")
+    accuracy_axis.set(xlabel="epoch", ylabel="test accuracy (%)", title="Accuracy")
+    loss_axis.legend()
+    accuracy_axis.legend()
+    return _save(figure, path)
+
+
+def _layers(result: JobResult, path: Path) -> Path:
+    layers = result.phases["pruned"].summary.layers
+    figure, axis = plt.subplots(figsize=(max(5, 0.5 * len(layers) + 2), 3.5))
+    axis.bar(range(len(layers)), [100 * layer.sparsity for layer in layers])
+    axis.set_xticks(range(len(layers)), [layer.name for layer in layers], rotation=45, ha="right", fontsize=8)
+    axis.set(ylabel="sparsity (%)", ylim=(0, 100), title="Per-layer sparsity (counted)")
+    return _save(figure, path)
+
+
+def _save(figure: plt.Figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

@@ -1,0 +1,54 @@
+"""The dense-vs-pruned comparison as rows, shared by the markdown report and the terminal table."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pruneaware.job.run import JobResult, PhaseResult
+
+
+def _bytes(count: int) -> str:
+    return f"{count / 1024:,.1f} KiB" if count < 1024**2 else f"{count / 1024**2:,.2f} MiB"
+
+
+def _ratio(pruned: float, dense: float) -> str:
+    return f"{pruned / dense:.3f}x" if dense else "n/a"
+
+
+def comparison_rows(result: JobResult) -> tuple[list[str], list[list[str]]]:
+    """Header and rows: one metric per row, one column per phase, plus pruned/dense ratios."""
+    phases = list(result.phases.values())
+    header = ["metric", *(phase.phase for phase in phases)]
+    metrics: list[tuple[str, Callable[[PhaseResult], str], Callable[[PhaseResult], float] | None]] = [
+        ("test accuracy", lambda p: f"{p.accuracy:.2%}", None),
+        ("sparsity (pruned scope, counted)", lambda p: f"{p.summary.sparsity:.2%}", None),
+        ("sparsity (whole model, counted)", lambda p: f"{p.summary.model_sparsity:.2%}", None),
+        ("parameters", lambda p: f"{p.summary.model_parameters:,}", None),
+        ("nonzero parameters", lambda p: f"{p.summary.model_nonzero:,}", lambda p: p.summary.model_nonzero),
+        ("MACs per sample (dense kernels)", lambda p: f"{p.macs.dense:,}", lambda p: p.macs.dense),
+        ("MACs per sample (nonzero weights only)", lambda p: f"{p.macs.effective:,}", lambda p: p.macs.effective),
+        ("checkpoint size", lambda p: _bytes(p.size.raw), lambda p: p.size.raw),
+        ("checkpoint size, gzip", lambda p: _bytes(p.size.compressed), lambda p: p.size.compressed),
+    ]
+    for batch in phases[0].latency:
+        metrics.append(
+            (f"CPU latency, batch {batch} (median)", lambda p, b=batch: f"{p.latency[b].median_ms:.3f} ms", lambda p, b=batch: p.latency[b].median_ms)
+        )
+    with_ratio = len(phases) == 2
+    if with_ratio:
+        header.append("pruned / dense")
+    rows = []
+    for label, show, value in metrics:
+        row = [label, *(show(phase) for phase in phases)]
+        if with_ratio:
+            row.append(_ratio(value(phases[1]), value(phases[0])) if value else "")
+        rows.append(row)
+    return header, rows
+
+
+def accuracy_change(result: JobResult) -> float | None:
+    """Pruned minus dense test accuracy, in percentage points (None without a dense baseline)."""
+    phases: dict[str, PhaseResult] = result.phases
+    if "dense" not in phases:
+        return None
+    return 100 * (phases["pruned"].accuracy - phases["dense"].accuracy)

@@ -1,0 +1,23 @@
+"""The end-of-run table printed on the terminal."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from pruneaware.job.run import JobResult
+from pruneaware.report.table import accuracy_change, comparison_rows
+
+
+def print_report(result: JobResult, console: Console) -> None:
+    header, rows = comparison_rows(result)
+    table = Table(title=f"pruneaware: {result.spec.recipe.name}")
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    change = accuracy_change(result)
+    if change is not None:
+        console.print(f"accuracy change from pruning: {change:+.2f} points")
+    console.print(f"report: {result.directory / 'report.md'}")
