@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 import torch
 from torch import nn
+from torch.nn.modules import module as module_globals
 from torch.nn.utils import parametrize
 
 from pruneaware import Pruner, Recipe
@@ -259,8 +260,6 @@ def test_forward_pass_has_no_hooks_or_parametrizations():
             assert not param._backward_hooks
             assert param._post_accumulate_grad_hooks is None
             assert param.is_leaf and type(param) is nn.Parameter
-        from torch.nn.modules import module as module_globals
-
         assert not module_globals._global_forward_hooks and not module_globals._global_forward_pre_hooks
         assert not module_globals._global_backward_hooks
 
@@ -357,7 +356,7 @@ def save(obj) -> io.BytesIO:
 
 
 @pytest.mark.parametrize("criterion", ["magnitude", "taylor", "movement", "random"])
-@pytest.mark.parametrize("stop_at", [5, 10, 13])
+@pytest.mark.parametrize("stop_at", [5, 9, 13, 21])  # 9 and 21 are update steps, 21 the last
 def test_resume_from_checkpoint_is_bit_exact(criterion, stop_at):
     recipe = gmp_recipe({"type": "element", "scope": "global"}, criterion=criterion)
     batches = make_batches("mlp")
@@ -423,6 +422,10 @@ def test_loading_state_from_a_different_recipe_raises():
     same = Pruner(make_model("mlp"), None, pruner.recipe, total_steps=STEPS)
     with pytest.raises(StateError):
         same.load_state_dict({**state, "masks": {"fc1.weight": state["masks"]["fc1.weight"]}})
+    assert same.step_count == 0, "a rejected state leaves the pruner where it was"
+    assert same.masks.sparsity() == 0.0
+    same.load_state_dict(state)
+    assert same.step_count == 5 and same.masks.sparsity() == pytest.approx(pruner.masks.sparsity())
 
 
 # -- explicit mode -----------------------------------------------------------------------------------
@@ -497,6 +500,15 @@ def test_non_integer_step_time_raises():
     with pytest.raises(ConfigError) as error:
         Pruner(make_model("mlp"), None, recipe, total_steps=STEPS)
     assert "pruning.schedule.begin" in str(error.value) and "2.5" in str(error.value)
+
+
+@pytest.mark.parametrize("unit", ["step", "epoch", "fraction"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_times_raise_config_error(unit, value):
+    recipe = gradual_magnitude(0.9, begin=value, end=10, unit=unit)
+    with pytest.raises(ConfigError) as error:
+        Pruner(make_model("mlp"), None, recipe, steps_per_epoch=10, epochs=20)
+    assert "pruning.schedule.begin" in str(error.value)
 
 
 def test_nm_on_an_indivisible_layer_raises_at_construction():

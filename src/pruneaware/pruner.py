@@ -137,10 +137,10 @@ class Pruner:
                 f"pruner state was saved with a different recipe (fingerprint {state['recipe']}, this recipe "
                 f"{self.recipe.fingerprint()}); resume with the recipe the run started with"
             )
-        self.step_count = int(state["step"])
-        self.masks.load_state_dict(state["masks"])
+        self.masks.load_state_dict(state["masks"])  # validates first: a rejected state changes nothing
         if self.criterion is not None:
             self.criterion.load_state_dict(state["criterion"])
+        self.step_count = int(state["step"])
 
     # -- internals ------------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -29,7 +30,7 @@ Unit = Literal["step", "epoch", "fraction"]
 
 def _sparsity(value: float) -> float:
     if not 0.0 <= value < 1.0:
-        raise ValueError("expected a fraction in [0, 1), e.g. 0.9 for 90% of weights removed")
+        raise ValueError("a fraction in [0, 1), e.g. 0.9 for 90% of weights removed")
     return value
 
 
@@ -50,6 +51,8 @@ class TrainingLength(BaseModel):
         """Convert a time in ``unit`` to a step count."""
         if value is None:  # "every" left out: once per epoch, or every step without epochs
             return self.steps_per_epoch or 1
+        if not math.isfinite(value):
+            raise ConfigError(field, value, f"a finite time in {unit}s")
         if unit == "step":
             if value != int(value):
                 raise ConfigError(field, value, "a whole number of steps (or unit: 'fraction' for fractions of training)")
@@ -73,7 +76,10 @@ class _ScheduleSpec(_Spec):
         return length.steps(getattr(self, name), self.unit, f"pruning.schedule.{name}")
 
     def _every(self, length: TrainingLength) -> int:
-        return max(self._steps(length, "every"), 1)
+        every = getattr(self, "every")
+        if every is not None and every <= 0:
+            raise ConfigError("pruning.schedule.every", every, f"a positive time between mask updates, in {self.unit}s")
+        return max(self._steps(length, "every"), 1)  # a fraction of a short run can round to 0 steps
 
 
 class OneShotSpec(_ScheduleSpec):
@@ -187,11 +193,13 @@ class PruningSpec(_Spec):
     @classmethod
     def _shorthand(cls, value: Any) -> Any:
         """Accept ``"element"``, ``"block"`` or ``"2:4"`` for the common cases."""
+        if isinstance(value, int):
+            raise ValueError('"N:M" in quotes, e.g. granularity: "2:4" (YAML reads an unquoted 2:4 as the number 124)')
         if isinstance(value, str):
             if ":" in value:
                 n, _, m = value.partition(":")
                 if not (n.strip().isdigit() and m.strip().isdigit()):
-                    raise ValueError(f"expected 'N:M' with integers, e.g. '2:4', got {value!r}")
+                    raise ValueError("'N:M' with integers, e.g. '2:4'")
                 return {"type": "nm", "n": int(n), "m": int(m)}
             return {"type": value}
         return value
@@ -200,7 +208,7 @@ class PruningSpec(_Spec):
     @classmethod
     def _known_criterion(cls, name: str) -> str:
         if name not in CRITERIA:
-            raise ValueError(f"unknown criterion; expected one of {CRITERIA.names()}")
+            raise ValueError(f"one of {CRITERIA.names()}")
         return name
 
     @model_validator(mode="after")
@@ -209,8 +217,8 @@ class PruningSpec(_Spec):
             expected = 1.0 - self.granularity.n / self.granularity.m
             if abs(self.schedule.final - expected) > 1e-9:
                 raise ValueError(
-                    f"a {self.granularity.n}:{self.granularity.m} granularity ends at sparsity {expected}; "
-                    f"set the schedule's final sparsity to {expected}, not {self.schedule.final}"
+                    f"schedule final sparsity {expected} for {self.granularity.n}:{self.granularity.m} "
+                    f"(that granularity ends at 1 - N/M), not {self.schedule.final}"
                 )
         return self
 
@@ -256,7 +264,7 @@ class Recipe(_Spec):
     @model_validator(mode="after")
     def _does_something(self) -> Recipe:
         if self.pruning is None and self.regularizer is None:
-            raise ValueError("a recipe needs a 'pruning' section, a 'regularizer' section, or both")
+            raise ValueError("a 'pruning' section, a 'regularizer' section, or both")
         return self
 
     @classmethod
@@ -302,7 +310,7 @@ def read_yaml_mapping(source: str | Path) -> dict[str, Any]:
 def _config_error(error: ValidationError) -> ConfigError:
     first = error.errors()[0]
     field = "recipe." + ".".join(str(part) for part in first["loc"]) if first["loc"] else "recipe"
-    message = first["msg"].removeprefix("Value error, ")
+    message = first["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
     if first["type"] == "extra_forbidden":
         message = "no such field; check the spelling against the recipe reference in docs/recipes.md"
     more = error.error_count() - 1
