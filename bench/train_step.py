@@ -1,9 +1,9 @@
 """Training-step cost of pruning: dense vs pruneaware masks vs torch.nn.utils.prune, side by side.
 
 All three train the same ResNet-20 from the same weights with the same 90% masks (global magnitude)
-on the same batches; rounds are interleaved so machine drift hits every variant alike.
+on the same batches, one step of each in turn, so machine drift hits every variant alike.
 
-    python bench/train_step.py [--batch 64] [--steps 30] [--rounds 5] [--threads 2]
+    python bench/train_step.py [--batch 64] [--steps 150] [--threads 2]
 """
 
 from __future__ import annotations
@@ -57,8 +57,7 @@ def variants(base: nn.Module, batches: list, sparsity: float) -> dict[str, Calla
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per variant per round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=150, help="timed steps per variant, interleaved")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--sparsity", type=float, default=0.9)
     args = parser.parse_args()
@@ -68,27 +67,32 @@ def main() -> None:
     base = build_model("resnet20", (3, 32, 32), 10)
     batches = [(torch.randn(args.batch, 3, 32, 32), torch.randint(0, 10, (args.batch,))) for _ in range(4)]
     steps = variants(base, batches, args.sparsity)
-    timings: dict[str, list[float]] = {name: [] for name in steps}
-    for name, step in steps.items():  # warm-up
-        for index in range(5):
+    names = list(steps)
+    timings: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(5):  # warm-up
+        for step in steps.values():
             step(index)
-    for _ in range(args.rounds):
-        for name, step in steps.items():
-            for index in range(args.steps):
-                started = time.perf_counter()
-                step(index)
-                timings[name].append(time.perf_counter() - started)
-    dense = statistics.median(timings["dense"])
+    for index in range(args.steps):
+        for offset in range(len(names)):  # rotate the order so no variant always runs first
+            name = names[(index + offset) % len(names)]
+            started = time.perf_counter()
+            steps[name](index)
+            timings[name].append(time.perf_counter() - started)
     print(f"ResNet-20, batch {args.batch}, 3x32x32, SGD momentum, {args.sparsity:.0%} global magnitude masks")
-    print(f"torch {torch.__version__}, {args.threads} threads, {platform.machine()}, {args.rounds}x{args.steps} steps per variant")
-    print(f"{'variant':<22} {'median ms/step':>15} {'p10':>8} {'p90':>8} {'vs dense':>9}")
-    for name, values in timings.items():
-        ordered = sorted(values)
-        median = statistics.median(values)
+    print(f"torch {torch.__version__}, {args.threads} threads, {platform.machine()}, {args.steps} interleaved steps per variant")
+    print(f"{'variant':<22} {'median ms/step':>15} {'p10':>8} {'p90':>8} {'paired ratio vs dense':>22}")
+    for name in names:
+        ordered = sorted(timings[name])
         p10, p90 = ordered[len(ordered) // 10], ordered[(9 * len(ordered)) // 10]
-        print(f"{name:<22} {1e3 * median:>15.2f} {1e3 * p10:>8.2f} {1e3 * p90:>8.2f} {median / dense:>8.3f}x")
-    ours, theirs = statistics.median(timings["pruneaware"]), statistics.median(timings["torch.nn.utils.prune"])
-    print(f"pruneaware / torch.nn.utils.prune: {ours / theirs:.3f}x")
+        ratio = paired_ratio(timings[name], timings["dense"])
+        print(f"{name:<22} {1e3 * statistics.median(ordered):>15.2f} {1e3 * p10:>8.2f} {1e3 * p90:>8.2f} {ratio:>21.3f}x")
+    ratio = paired_ratio(timings["pruneaware"], timings["torch.nn.utils.prune"])
+    print(f"pruneaware / torch.nn.utils.prune (paired): {ratio:.3f}x")
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median of step-by-step ratios: steps run back to back share the machine's state, so drift cancels."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator))
 
 
 if __name__ == "__main__":

@@ -64,7 +64,6 @@ def test_crash_mid_epoch_then_resume_gives_identical_weights(tiny_run_file: Path
         assert torch.equal(expected[name], actual[name]), name
 
 
-@pytest.mark.slow
 def test_sigkill_then_resume_from_cli_gives_identical_weights(tiny_run_file: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, "-m", "pruneaware.cli.main", "run", str(tiny_run_file), "--no-dense", "--epochs", "30"]

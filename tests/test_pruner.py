@@ -687,3 +687,19 @@ def test_one_shot_mid_training():
     train(model, optimizer, make_batches("mlp"), after_step=lambda step: sparsities.append(pruner.summary().sparsity))
     assert sparsities[: STEPS // 2 - 1] == [0.0] * (STEPS // 2 - 1)
     assert all(s == pytest.approx(0.5) for s in sparsities[STEPS // 2 - 1 :])
+
+
+def test_explicit_step_on_a_hooked_pruner_is_refused() -> None:
+    import pruneaware as pa
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    pruner = pa.Pruner(model, optimizer, pa.recipes.one_shot(0.5, at=1, unit="step"), total_steps=4)
+    with pytest.raises(pa.UsageError, match="advance it twice"):
+        pruner.step()
+    with pytest.raises(pa.UsageError, match="advance it twice"):
+        pruner.before_step()
+    assert pruner.step_count == 0
+    pruner.finalize()
+    pruner.step()  # detached from the optimizer: driving it by hand is allowed again
+    assert pruner.step_count == 1

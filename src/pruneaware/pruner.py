@@ -79,12 +79,27 @@ class Pruner:
 
     def before_step(self) -> None:
         """Before an optimizer step: let the criterion read gradients, then zero pruned gradients."""
+        self._refuse_if_hooked("before_step")
+        self._before_step()
+
+    def step(self) -> None:
+        """After an optimizer step: regularizer update, schedule advance, masks enforced."""
+        self._refuse_if_hooked("step")
+        self._after_step()
+
+    def _refuse_if_hooked(self, method: str) -> None:
+        if self._hooks:
+            raise UsageError(
+                f"this pruner already runs through optimizer.step(); calling pruner.{method}() as well would "
+                "advance it twice per step. Drive it by hand only with Pruner(model, None, recipe, ...)"
+            )
+
+    def _before_step(self) -> None:
         if self.criterion is not None and self.criterion.needs_gradients:
             self.criterion.observe(self.params)
         self.masks.mask_gradients_()
 
-    def step(self) -> None:
-        """After an optimizer step: regularizer update, schedule advance, masks enforced."""
+    def _after_step(self) -> None:
         if self.regularizer is not None:
             self.regularizer.after_step(self.params, self._learning_rates())
         self.step_count += 1
@@ -169,8 +184,8 @@ class Pruner:
     def _register_hooks(self) -> list[Any]:
         if self.optimizer is None:
             return []
-        pre = self.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: self.before_step())
-        post = self.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: self.step())
+        pre = self.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: self._before_step())
+        post = self.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: self._after_step())
         return [pre, post]
 
     def _index_learning_rates(self) -> dict[str, int]:

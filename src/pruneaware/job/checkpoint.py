@@ -23,9 +23,19 @@ def atomic_save(obj: Any, path: str | Path) -> None:
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temp_name, path)
+        _fsync_directory(path.parent)
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable, so a power loss cannot bring back the old file."""
+    descriptor = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def load(path: str | Path) -> dict[str, Any]:

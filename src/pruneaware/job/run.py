@@ -22,6 +22,7 @@ from pruneaware.job import checkpoint
 from pruneaware.job.spec import RunSpec
 from pruneaware.job.trainer import EpochRecord, PhaseTrainer, StepCallback
 from pruneaware.models import build_model
+from pruneaware.schedules import Schedule
 from pruneaware.summary import Summary, summarize
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,8 @@ class JobResult:
     spec: RunSpec
     directory: Path
     phases: dict[str, PhaseResult]
-    schedule_steps: list[tuple[int, float]]
+    schedule: Schedule | None
+    total_steps: int
 
 
 def prepare_run_directory(spec: RunSpec, directory: Path) -> None:
@@ -85,7 +87,6 @@ def run_job(
     data = load_dataset(spec.train.dataset, seed=spec.train.seed)
     phases = ["dense", "pruned"] if spec.train.dense_baseline else ["pruned"]
     trained: dict[str, tuple[nn.Module, list[EpochRecord]]] = {}
-    schedule_steps: list[tuple[int, float]] = []
     trainers = [_trainer(phase, spec, data, directory, callbacks) for phase in phases]  # validates before training
     for phase, trainer in zip(phases, trainers):
         with _progress(console) as progress:
@@ -93,9 +94,6 @@ def run_job(
             progress.update(task, completed=trainer.epoch * trainer.steps_per_epoch)
             history = trainer.run(on_step=lambda step, loss: progress.update(task, completed=step, loss=loss))
         checkpoint.atomic_save(trainer.model.state_dict(), directory / f"{phase}_model.pt")
-        if trainer.pruner is not None and trainer.pruner.schedule is not None:
-            schedule = trainer.pruner.schedule
-            schedule_steps = [(step, schedule.target(step)) for step in range(trainer.total_steps + 1)]
         trained[phase] = (trainer.model, history)
     inputs = data.test.tensors[0]
     models = {phase: model for phase, (model, _) in trained.items()}
@@ -111,7 +109,8 @@ def run_job(
         )
         for phase, (model, history) in trained.items()
     }
-    return JobResult(spec=spec, directory=directory, phases=results, schedule_steps=schedule_steps)
+    pruned = trainers[-1]
+    return JobResult(spec=spec, directory=directory, phases=results, schedule=pruned.pruner.schedule, total_steps=pruned.total_steps)
 
 
 def write_metrics(result: JobResult) -> None:

@@ -10,6 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from pruneaware.job.run import JobResult  # noqa: E402
+from pruneaware.schedules import Schedule  # noqa: E402
 
 
 def write_plots(result: JobResult) -> list[Path]:
@@ -21,11 +22,19 @@ def write_plots(result: JobResult) -> list[Path]:
     return paths
 
 
+def plot_schedule(schedule: Schedule, total_steps: int, axis: plt.Axes | None = None, label: str = "scheduled target") -> plt.Axes:
+    """Draw a schedule's target sparsity over ``total_steps`` optimizer steps as the staircase it is."""
+    axis = axis or plt.subplots(figsize=(6, 3.5))[1]
+    steps = range(total_steps + 1)
+    axis.step(steps, [schedule.target(step) for step in steps], where="post", label=label)
+    axis.set(xlabel="optimizer step", ylabel="target sparsity", ylim=(0, 1))
+    return axis
+
+
 def _schedule(result: JobResult, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 3.5))
-    if result.schedule_steps:
-        steps, targets = zip(*result.schedule_steps)
-        axis.step(steps, targets, where="post", label="scheduled target")
+    if result.schedule is not None:
+        plot_schedule(result.schedule, result.total_steps, axis)
     pruned = result.phases["pruned"].history
     axis.plot([r.step for r in pruned], [r.sparsity for r in pruned], "o", markersize=3, label="counted in weights (per epoch)")
     axis.set(xlabel="optimizer step", ylabel="sparsity of pruned scope", ylim=(0, 1), title="Sparsity schedule")
