@@ -31,3 +31,7 @@ class StateError(PruneawareError, RuntimeError):
 
 class UsageError(PruneawareError, RuntimeError):
     """The API was called in an order or a way it does not support."""
+
+
+class TraceError(PruneawareError, RuntimeError):
+    """The dependency graph cannot trace a model, or a structural edit cannot be applied to it."""

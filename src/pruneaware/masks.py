@@ -7,12 +7,16 @@ forward and backward passes cost exactly what dense training costs.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from pruneaware.errors import StateError
+
+if TYPE_CHECKING:
+    from pruneaware.structured.surgery import ParameterRemap
 
 
 class MaskSet:
@@ -69,6 +73,16 @@ class MaskSet:
         if pairs:
             grads, multipliers = zip(*pairs)
             torch._foreach_mul_(list(grads), list(multipliers))
+
+    def remap(self, remaps: Sequence[ParameterRemap]) -> None:
+        """Follow parameters replaced by channel removal: swap them in and slice their masks to match."""
+        by_old = {id(remap.old): remap for remap in remaps}
+        for name, param in list(self.params.items()):
+            remap = by_old.get(id(param))
+            if remap is not None:
+                self.params[name] = remap.new
+                self.masks[name] = remap.slice(self.masks[name])
+        self._refresh_multipliers()
 
     def kept(self, name: str) -> int:
         return int(self.masks[name].sum())

@@ -12,6 +12,11 @@ from torch import Tensor, nn
 
 from pruneaware.errors import ConfigError, StateError, UsageError
 from pruneaware.masks import MaskSet
+from pruneaware.schedules import Schedule
+from pruneaware.scope import last_module_of_type, modules_matching
+from pruneaware.structured.channels import ChannelPruner
+from pruneaware.structured.graph import unwrap_model
+from pruneaware.structured.surgery import remap_optimizer
 from pruneaware.recipe import Recipe, TrainingLength
 from pruneaware.summary import Summary, summarize
 
@@ -47,6 +52,7 @@ class Pruner:
         steps_per_epoch: int | None = None,
         epochs: int | None = None,
         total_steps: int | None = None,
+        example_inputs: Any = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -54,8 +60,7 @@ class Pruner:
         if total_steps is None and steps_per_epoch and epochs:
             total_steps = steps_per_epoch * epochs
         self.length = TrainingLength(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-        self.params = self.recipe.scope.build().select(model)
-        self.masks = MaskSet(self.params)
+        self.masks = MaskSet(self.recipe.scope.build().select(model))
         self.step_count = 0
         self.schedule = self.criterion = self.granularity = None
         if self.recipe.pruning is not None:
@@ -65,11 +70,19 @@ class Pruner:
             self._check_fits_training()
             for name, param in self.params.items():
                 self.granularity.check(name, param)
+        self.channels = self._build_channel_pruner(example_inputs) if self.recipe.structured else None
         self.regularizer = self.recipe.regularizer.build() if self.recipe.regularizer else None
         self._param_lr_index = self._index_learning_rates()
         self._hooks = self._register_hooks()
+        if self.channels is not None and self.channels.schedule.is_update_step(0):
+            self._remove_channels()
         if self.schedule is not None and self.schedule.is_update_step(0):
             self._prune(0)
+
+    @property
+    def params(self) -> dict[str, nn.Parameter]:
+        """The parameters in the recipe's scope, by name (current objects, also after channel removal)."""
+        return self.masks.params
 
     # -- the training-loop surface ------------------------------------------------------------
 
@@ -101,8 +114,11 @@ class Pruner:
 
     def _after_step(self) -> None:
         if self.regularizer is not None:
-            self.regularizer.after_step(self.params, self._learning_rates())
+            learning_rates = self._learning_rates()  # frozen parameters have none and are left alone
+            self.regularizer.after_step({n: p for n, p in self.params.items() if n in learning_rates}, learning_rates)
         self.step_count += 1
+        if self.channels is not None and self.channels.schedule.is_update_step(self.step_count):
+            self._remove_channels()
         if self.schedule is not None and self.schedule.is_update_step(self.step_count):
             self._prune(self.step_count)
         else:
@@ -172,12 +188,42 @@ class Pruner:
         self.criterion.after_prune()
         log.debug("step %d: pruned to target %.4f (masked %.4f)", step, target, self.masks.sparsity())
 
-    def _check_fits_training(self) -> None:
+    def _remove_channels(self) -> None:
+        """Physically remove the next channels and keep the optimizer and masks pointing at the new parameters."""
+        remaps = self.channels.prune()
+        if self.optimizer is not None:
+            remap_optimizer(self.optimizer, remaps)
+        self.masks.remap(remaps)
+        log.debug("step %d: removed channels, %d parameters replaced", self.step_count, len(remaps))
+
+    def _build_channel_pruner(self, example_inputs: Any) -> ChannelPruner:
+        spec = self.recipe.structured
+        if example_inputs is None:
+            raise ConfigError("example_inputs", None, "a batch of example inputs: structured pruning traces the model with it")
+        schedule = spec.schedule.build(self.length)
+        self._check_fits_training(schedule)
+        module = unwrap_model(self.model)
+        ignored = modules_matching(module, spec.ignore)
+        classifier = last_module_of_type(module, self.recipe.scope.modules) if self.recipe.scope.skip_last else None
+        channels = ChannelPruner(
+            module,
+            example_inputs,
+            schedule,
+            importance=spec.importance,
+            allocation=spec.allocation,
+            ignored=ignored + ([classifier] if classifier is not None else []),
+            max_layer_ratio=spec.max_layer_ratio,
+            round_to=spec.round_to,
+        )
+        return channels
+
+    def _check_fits_training(self, schedule: Schedule | None = None) -> None:
+        schedule = schedule or self.schedule
         total = self.length.total_steps
-        if total is not None and self.schedule.last_step > total:
+        if total is not None and schedule.last_step > total:
             raise ConfigError(
                 "pruning.schedule",
-                f"last update at step {self.schedule.last_step}",
+                f"last update at step {schedule.last_step}",
                 f"a schedule that ends by the last training step ({total}); move 'end'/'at' earlier or train longer",
             )
 
@@ -193,10 +239,10 @@ class Pruner:
         if self.optimizer is None:
             return {}
         group_of = {id(p): index for index, group in enumerate(self.optimizer.param_groups) for p in group["params"]}
-        missing = [name for name, p in self.params.items() if id(p) not in group_of]
+        missing = [name for name, p in self.params.items() if p.requires_grad and id(p) not in group_of]
         if missing:
             raise UsageError(f"parameters {missing} are pruned but not in the optimizer; build the optimizer over model.parameters()")
-        return {name: group_of[id(p)] for name, p in self.params.items()}
+        return {name: group_of[id(p)] for name, p in self.params.items() if id(p) in group_of}
 
     def _learning_rates(self) -> dict[str, float]:
         if self.optimizer is None:

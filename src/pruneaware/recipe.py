@@ -229,6 +229,27 @@ class PruningSpec(_Spec):
             raise ConfigError("pruning.criterion_options", self.criterion_options, f"options {self.criterion!r} accepts ({error})") from None
 
 
+class StructuredSpec(_Spec):
+    """Channel pruning with physical removal: how much (schedule of the fraction of channels), ranked how."""
+
+    schedule: ScheduleSpec
+    importance: str = "l2"
+    allocation: Literal["global", "uniform"] = "global"
+    ignore: tuple[str, ...] = ()
+    """Glob patterns of modules whose output channels are never removed (the classifier is added by scope.skip_last)."""
+    max_layer_ratio: float = Field(0.9, gt=0, le=1)
+    round_to: int | None = Field(None, ge=1)
+
+    @field_validator("importance")
+    @classmethod
+    def _known_importance(cls, name: str) -> str:
+        from pruneaware.structured.channels import GROUP_IMPORTANCE
+
+        if name not in GROUP_IMPORTANCE:
+            raise ValueError(f"one of {GROUP_IMPORTANCE.names()}")
+        return name
+
+
 class ScopeSpec(_Spec):
     modules: tuple[str, ...] = DEFAULT_MODULE_TYPES
     include: tuple[str, ...] = ("*",)
@@ -260,11 +281,17 @@ class Recipe(_Spec):
     pruning: PruningSpec | None = None
     scope: ScopeSpec = Field(default_factory=ScopeSpec)
     regularizer: RegularizerSpec | None = None
+    structured: StructuredSpec | None = None
 
     @model_validator(mode="after")
     def _does_something(self) -> Recipe:
-        if self.pruning is None and self.regularizer is None:
-            raise ValueError("a 'pruning' section, a 'regularizer' section, or both")
+        if self.pruning is None and self.regularizer is None and self.structured is None:
+            raise ValueError("a 'pruning', 'structured' or 'regularizer' section")
+        if self.pruning is not None and self.structured is not None:
+            raise ValueError(
+                "either 'pruning' (element, block, N:M) or 'structured' (channels) in one recipe; "
+                "combining both in one run is not supported yet"
+            )
         return self
 
     @classmethod

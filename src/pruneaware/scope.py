@@ -62,6 +62,24 @@ class Scope:
         return selected
 
 
+def modules_matching(model: nn.Module, patterns: tuple[str, ...]) -> list[nn.Module]:
+    """Modules whose names match any glob in ``patterns``; a pattern matching nothing is a ScopeError."""
+    named = list(model.named_modules())
+    matched: list[nn.Module] = []
+    for pattern in patterns:
+        hits = [module for name, module in named if fnmatchcase(name, pattern)]
+        if not hits:
+            raise ScopeError(f"pattern {pattern!r} matches no module; module names look like: {_examples([n for n, _ in named])}")
+        matched.extend(hits)
+    return matched
+
+
+def last_module_of_type(model: nn.Module, type_names: tuple[str, ...] = DEFAULT_MODULE_TYPES) -> nn.Module | None:
+    """The last registered module of one of ``type_names``: normally the classifier."""
+    found = [module for module in model.modules() if _type_matches(module, type_names)]
+    return found[-1] if found else None
+
+
 def _type_matches(module: nn.Module, type_names: tuple[str, ...]) -> bool:
     return any(cls.__name__ in type_names for cls in type(module).__mro__)
 

@@ -1,0 +1,76 @@
+"""Channel pruning inside training: Torch-Pruning ranks coupled channel groups, we remove them tracked."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch_pruning as tp
+from torch import nn
+
+from pruneaware.registry import Registry
+from pruneaware.schedules import Schedule
+from pruneaware.structured.graph import tracing, unwrap_model
+from pruneaware.structured.surgery import ParameterRemap, chain, prune_group_tracked
+
+GROUP_IMPORTANCE: Registry[Any] = Registry("structured.importance")
+GROUP_IMPORTANCE.register("l1")(lambda: tp.importance.GroupMagnitudeImportance(p=1))
+GROUP_IMPORTANCE.register("l2")(lambda: tp.importance.GroupMagnitudeImportance(p=2))
+GROUP_IMPORTANCE.register("bn_scale")(lambda: tp.importance.BNScaleImportance())
+GROUP_IMPORTANCE.register("taylor")(lambda: tp.importance.GroupTaylorImportance())
+GROUP_IMPORTANCE.register("random")(lambda: tp.importance.RandomImportance())
+
+
+class ChannelPruner:
+    """Removes the least important channel groups at each update step of ``schedule``.
+
+    The schedule's value is the fraction of channels removed (relative to the model it started
+    from), per layer with ``allocation='uniform'`` or ranked across layers with ``'global'``;
+    ``max_layer_ratio`` caps any one layer and ``round_to`` keeps channel counts multiples of it.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: Any,
+        schedule: Schedule,
+        *,
+        importance: str = "l2",
+        allocation: str = "global",
+        ignored: Sequence[nn.Module] = (),
+        max_layer_ratio: float = 0.9,
+        round_to: int | None = None,
+    ):
+        self.model = unwrap_model(model)
+        self.schedule = schedule
+        updates = schedule.update_steps()
+        ratios = [0.0] + [schedule.value_at(step) for step in updates]
+        scheduler: Callable[[float, int], list[float]] = lambda _ratio, _steps: ratios  # noqa: E731
+        with tracing(self.model):
+            self.ranker = tp.pruner.BasePruner(
+                self.model,
+                example_inputs,
+                importance=GROUP_IMPORTANCE.build(importance),
+                global_pruning=allocation == "global",
+                pruning_ratio=schedule.final,
+                iterative_steps=len(updates),
+                iterative_pruning_ratio_scheduler=scheduler,
+                max_pruning_ratio=max_layer_ratio,
+                ignored_layers=list(ignored),
+                round_to=round_to,
+                in_channel_groups={},  # Torch-Pruning shares mutable defaults between pruners
+                out_channel_groups={},
+                num_heads={},
+            )
+
+    def prune(self) -> list[ParameterRemap]:
+        """Remove the channels of the next update step; returns how every replaced parameter maps."""
+        remaps: list[ParameterRemap] = []
+        with tracing(self.model):
+            for group in self.ranker.step(interactive=True):
+                remaps.extend(prune_group_tracked(self.model, group))
+        return chain(remaps)
+
+    def history(self) -> list[Any]:
+        """The structural edits so far, replayable on a freshly built model."""
+        return self.ranker.pruning_history()
