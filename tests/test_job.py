@@ -48,8 +48,15 @@ def test_job_writes_report_metrics_plots_and_checkpoint(tiny_run_file: Path, tmp
     assert pruned.size.compressed < result.phases["dense"].size.compressed
 
 
-def test_crash_mid_epoch_then_resume_gives_identical_weights(tiny_run_file: Path, tmp_path: Path) -> None:
+STRUCTURED = {"structured": {"schedule": {"type": "linear", "final": 0.5, "begin": 10, "end": 70, "every": 20, "unit": "step"}}}
+
+
+@pytest.mark.parametrize("structured", [False, True], ids=["element", "channels"])
+def test_crash_mid_epoch_then_resume_gives_identical_weights(tiny_run_file: Path, tmp_path: Path, structured: bool) -> None:
     spec = RunSpec.from_yaml(tiny_run_file).with_overrides(dense_baseline=False)
+    if structured:  # channels removed before the crash are replayed on resume, one more removal after it
+        mapping = {key: value for key, value in spec.to_mapping().items() if key != "pruning"}
+        spec = RunSpec.from_mapping({**mapping, **STRUCTURED})
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     for folder in (straight, interrupted):
         prepare_run_directory(spec, folder)
@@ -60,6 +67,8 @@ def test_crash_mid_epoch_then_resume_gives_identical_weights(tiny_run_file: Path
     run_job(spec, interrupted, latency_batches=())
     expected, actual = torch.load(straight / "pruned_model.pt"), torch.load(interrupted / "pruned_model.pt")
     assert expected.keys() == actual.keys()
+    if structured:
+        assert expected["1.weight"].shape[0] < 256, "no channels were removed"
     for name in expected:
         assert torch.equal(expected[name], actual[name]), name
 

@@ -161,3 +161,27 @@ def test_ignored_layers_keep_their_channels() -> None:
     assert model.stages[2][0].conv1.out_channels < 64
     with pytest.raises(pa.ScopeError, match="nothing_here"):
         pa.Pruner(resnet20(), None, structured_recipe(at=0, ignore=["nothing_here"]), total_steps=1, example_inputs=BATCHES[0][0])
+
+
+def test_resume_replays_channel_removals_and_continues_identically() -> None:
+    schedule = {"type": "linear", "final": 0.5, "begin": 1, "end": 5, "every": 2, "unit": "step"}
+    recipe = pa.Recipe.from_dict({"structured": {"schedule": schedule}})
+
+    def fresh() -> tuple[nn.Module, torch.optim.Optimizer, pa.Pruner]:
+        model = resnet20()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        return model, optimizer, pa.Pruner(model, optimizer, recipe, total_steps=8, example_inputs=BATCHES[0][0])
+
+    model, optimizer, pruner = fresh()
+    train(model, optimizer, range(4))  # removals at steps 1 and 3 so far
+    saved = copy.deepcopy({"pruner": pruner.state_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    train(model, optimizer, range(4, 8))
+
+    resumed_model, resumed_optimizer, resumed_pruner = fresh()
+    resumed_pruner.load_state_dict(saved["pruner"])  # first: rebuilds the slim shapes
+    resumed_model.load_state_dict(saved["model"])
+    resumed_optimizer.load_state_dict(saved["optimizer"])
+    train(resumed_model, resumed_optimizer, range(4, 8))
+    for (name, ours), (_, theirs) in zip(model.named_parameters(), resumed_model.named_parameters()):
+        assert torch.equal(ours, theirs), name
+    assert resumed_pruner.state_dict()["structure"] == pruner.state_dict()["structure"]

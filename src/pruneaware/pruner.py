@@ -157,6 +157,7 @@ class Pruner:
             "step": self.step_count,
             "masks": self.masks.state_dict(),
             "criterion": self.criterion.state_dict() if self.criterion else {},
+            "structure": self.channels.history() if self.channels else [],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -168,10 +169,24 @@ class Pruner:
                 f"pruner state was saved with a different recipe (fingerprint {state['recipe']}, this recipe "
                 f"{self.recipe.fingerprint()}); resume with the recipe the run started with"
             )
+        self._replay_structure(state.get("structure", []), int(state["step"]))
         self.masks.load_state_dict(state["masks"])  # validates first: a rejected state changes nothing
         if self.criterion is not None:
             self.criterion.load_state_dict(state["criterion"])
         self.step_count = int(state["step"])
+
+    def _replay_structure(self, history: list[Any], step: int) -> None:
+        """Repeat the saved channel removals on this (unpruned) model, so saved weights fit it."""
+        if not history:
+            return
+        if self.channels is None:
+            raise StateError("the state holds channel removals but this recipe has no 'structured' section")
+        if self.channels.history():
+            raise StateError("this model has had channels removed already; load the state into a freshly built model")
+        remaps = self.channels.replay(history, step)
+        if self.optimizer is not None:
+            remap_optimizer(self.optimizer, remaps)
+        self.masks.remap(remaps)
 
     # -- internals ------------------------------------------------------------------------------
 

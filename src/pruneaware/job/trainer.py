@@ -102,7 +102,16 @@ class PhaseTrainer:
         self.optimizer = build_optimizer(model, spec)
         self.lr_schedule = build_lr_schedule(self.optimizer, spec, self.total_steps)
         self.pruner = (
-            Pruner(model, self.optimizer, recipe, steps_per_epoch=self.steps_per_epoch, epochs=spec.epochs) if recipe else None
+            Pruner(
+                model,
+                self.optimizer,
+                recipe,
+                steps_per_epoch=self.steps_per_epoch,
+                epochs=spec.epochs,
+                example_inputs=train_data.tensors[0][: spec.batch_size],
+            )
+            if recipe
+            else None
         )
         self.history: list[EpochRecord] = []
         self.epoch = 0
@@ -171,11 +180,11 @@ class PhaseTrainer:
         }
 
     def _restore(self, state: dict[str, object]) -> None:
+        if self.pruner is not None:  # first: it replays channel removals, so the shapes below match
+            self.pruner.load_state_dict(state["pruner"])
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
-        if self.pruner is not None:
-            self.pruner.load_state_dict(state["pruner"])
         checkpoint.restore_rng_state(state["rng"])
         self.history = [EpochRecord(**record) for record in state["history"]]
         self.epoch = int(state["epoch"])

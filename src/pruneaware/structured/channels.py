@@ -8,6 +8,7 @@ from typing import Any
 import torch_pruning as tp
 from torch import nn
 
+from pruneaware.errors import StateError
 from pruneaware.registry import Registry
 from pruneaware.schedules import Schedule
 from pruneaware.structured.graph import tracing, unwrap_model
@@ -62,6 +63,24 @@ class ChannelPruner:
                 out_channel_groups={},
                 num_heads={},
             )
+            self._fix_reference_channel_counts()
+
+    def _fix_reference_channel_counts(self) -> None:
+        """Rank once now, removing nothing (the schedule's ratio at index 0 is 0).
+
+        Torch-Pruning fixes each ranking scope's reference channel count at its first ranking; doing it
+        here makes every later target relative to the model as built, also when a resumed run replays
+        its removals before the next one. Magnitude ranking is used because no gradients exist yet.
+        """
+        chosen = self.ranker.importance
+        self.ranker.importance = tp.importance.GroupMagnitudeImportance(p=2)
+        self.ranker.current_step = -1
+        try:
+            removed = list(self.ranker.step(interactive=True))
+        finally:
+            self.ranker.importance = chosen
+        if removed:
+            raise RuntimeError("ranking at ratio 0 selected channels to remove")
 
     def prune(self) -> list[ParameterRemap]:
         """Remove the channels of the next update step; returns how every replaced parameter maps."""
@@ -69,6 +88,22 @@ class ChannelPruner:
         with tracing(self.model):
             for group in self.ranker.step(interactive=True):
                 remaps.extend(prune_group_tracked(self.model, group))
+        return chain(remaps)
+
+    def replay(self, history: list[Any], step: int) -> list[ParameterRemap]:
+        """Repeat saved removals (``history()`` of a run at ``step``) on this model, tracked like ``prune``."""
+        graph = self.ranker.DG
+        names = dict(self.model.named_modules())
+        remaps: list[ParameterRemap] = []
+        with tracing(self.model):
+            for module_name, out_channels, indices in history:
+                if module_name not in names:
+                    raise StateError(f"saved channel removal names module {module_name!r}, which this model does not have")
+                module = names[module_name]
+                function = graph.get_pruner_of_module(module)
+                handler = function.prune_out_channels if out_channels else function.prune_in_channels
+                remaps.extend(prune_group_tracked(self.model, graph.get_pruning_group(module, handler, list(indices))))
+        self.ranker.current_step = sum(1 for update in self.schedule.update_steps() if update <= step)
         return chain(remaps)
 
     def history(self) -> list[Any]:
