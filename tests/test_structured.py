@@ -185,3 +185,22 @@ def test_resume_replays_channel_removals_and_continues_identically() -> None:
     for (name, ours), (_, theirs) in zip(model.named_parameters(), resumed_model.named_parameters()):
         assert torch.equal(ours, theirs), name
     assert resumed_pruner.state_dict()["structure"] == pruner.state_dict()["structure"]
+
+
+def test_round_to_keeps_channel_counts_aligned_and_caps_hold() -> None:
+    model = resnet20()
+    pa.Pruner(model, None, structured_recipe(ratio=0.45, at=0, round_to=4, max_layer_ratio=0.5), total_steps=1, example_inputs=BATCHES[0][0])
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert any(conv.out_channels not in (16, 32, 64) for conv in convs), "nothing was removed"
+    assert all(conv.out_channels % 4 == 0 for conv in convs)
+    original = {name: m.out_channels for name, m in resnet20().named_modules() if isinstance(m, nn.Conv2d)}
+    for name, conv in model.named_modules():
+        if isinstance(conv, nn.Conv2d):
+            assert conv.out_channels >= original[name] * 0.5, name
+
+
+def test_uniform_allocation_removes_the_same_fraction_per_layer() -> None:
+    model = resnet20()
+    pa.Pruner(model, None, structured_recipe(ratio=0.5, at=0, allocation="uniform"), total_steps=1, example_inputs=BATCHES[0][0])
+    inner = [block.conv1.out_channels for stage in model.stages for block in stage]
+    assert inner == [8] * 3 + [16] * 3 + [32] * 3

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+import math
 from typing import Any
 
+import torch
 import torch_pruning as tp
 from torch import nn
 
@@ -44,6 +46,8 @@ class ChannelPruner:
     ):
         self.model = unwrap_model(model)
         self.schedule = schedule
+        self.max_layer_ratio = max_layer_ratio
+        self.round_to = round_to
         updates = schedule.update_steps()
         ratios = [0.0] + [schedule.value_at(step) for step in updates]
         scheduler: Callable[[float, int], list[float]] = lambda _ratio, _steps: ratios  # noqa: E731
@@ -64,6 +68,8 @@ class ChannelPruner:
                 num_heads={},
             )
             self._fix_reference_channel_counts()
+        graph = self.ranker.DG
+        self._initial_out = {m: graph.get_out_channels(m) for m in self.model.modules() if m in graph.module2node}
 
     def _fix_reference_channel_counts(self) -> None:
         """Rank once now, removing nothing (the schedule's ratio at index 0 is 0).
@@ -87,8 +93,38 @@ class ChannelPruner:
         remaps: list[ParameterRemap] = []
         with tracing(self.model):
             for group in self.ranker.step(interactive=True):
-                remaps.extend(prune_group_tracked(self.model, group))
+                capped = self._within_layer_cap(group)
+                if capped is not None:
+                    remaps.extend(prune_group_tracked(self.model, capped))
         return chain(remaps)
+
+    def _within_layer_cap(self, group: Any) -> Any:
+        """The group, shrunk so its layer keeps at least ``1 - max_layer_ratio`` of its original channels.
+
+        Torch-Pruning checks the cap only before ranking, so one global removal can overshoot it;
+        here the excess is returned to the layer, keeping its most important channels.
+        """
+        dep, indices = group[0]
+        module, handler = dep.target.module, dep.handler
+        graph = self.ranker.DG
+        if not graph.is_out_channel_pruning_fn(handler) or module not in self._initial_out:
+            return group
+        current = graph.get_out_channels(module)
+        floor = math.ceil(self._initial_out[module] * (1 - self.max_layer_ratio))
+        if self.round_to:
+            floor = math.ceil(floor / self.round_to) * self.round_to
+        allowed = max(current - floor, 0)
+        if self.round_to:
+            allowed -= allowed % self.round_to
+        if len(indices) <= allowed:
+            return group
+        if allowed == 0:
+            return None
+        importance = self.ranker.estimate_importance(graph.get_pruning_group(module, handler, list(range(current))))
+        chosen = torch.as_tensor(list(indices))
+        if importance is not None and len(importance) == current:
+            chosen = chosen[torch.argsort(importance[chosen])]
+        return graph.get_pruning_group(module, handler, sorted(int(i) for i in chosen[:allowed]))
 
     def replay(self, history: list[Any], step: int) -> list[ParameterRemap]:
         """Repeat saved removals (``history()`` of a run at ``step``) on this model, tracked like ``prune``."""
