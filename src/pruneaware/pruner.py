@@ -74,8 +74,8 @@ class Pruner:
         self.regularizer = self.recipe.regularizer.build() if self.recipe.regularizer else None
         self._param_lr_index = self._index_learning_rates()
         self._hooks = self._register_hooks()
-        if self.channels is not None and self.channels.schedule.is_update_step(0):
-            self._remove_channels()
+        if self.channels is not None:
+            self._update_channels()
         if self.schedule is not None and self.schedule.is_update_step(0):
             self._prune(0)
 
@@ -117,8 +117,8 @@ class Pruner:
             learning_rates = self._learning_rates()  # frozen parameters have none and are left alone
             self.regularizer.after_step({n: p for n, p in self.params.items() if n in learning_rates}, learning_rates)
         self.step_count += 1
-        if self.channels is not None and self.channels.schedule.is_update_step(self.step_count):
-            self._remove_channels()
+        if self.channels is not None:
+            self._update_channels()
         if self.schedule is not None and self.schedule.is_update_step(self.step_count):
             self._prune(self.step_count)
         else:
@@ -157,7 +157,7 @@ class Pruner:
             "step": self.step_count,
             "masks": self.masks.state_dict(),
             "criterion": self.criterion.state_dict() if self.criterion else {},
-            "structure": self.channels.history() if self.channels else [],
+            "structure": self.channels.state_dict() if self.channels else None,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -169,21 +169,19 @@ class Pruner:
                 f"pruner state was saved with a different recipe (fingerprint {state['recipe']}, this recipe "
                 f"{self.recipe.fingerprint()}); resume with the recipe the run started with"
             )
-        self._replay_structure(state.get("structure", []), int(state["step"]))
+        self._replay_structure(state.get("structure"))
         self.masks.load_state_dict(state["masks"])  # validates first: a rejected state changes nothing
         if self.criterion is not None:
             self.criterion.load_state_dict(state["criterion"])
         self.step_count = int(state["step"])
 
-    def _replay_structure(self, history: list[Any], step: int) -> None:
+    def _replay_structure(self, structure: Mapping[str, Any] | None) -> None:
         """Repeat the saved channel removals on this (unpruned) model, so saved weights fit it."""
-        if not history:
+        if structure is None:
             return
         if self.channels is None:
             raise StateError("the state holds channel removals but this recipe has no 'structured' section")
-        if self.channels.history():
-            raise StateError("this model has had channels removed already; load the state into a freshly built model")
-        remaps = self.channels.replay(history, step)
+        remaps = self.channels.load_state_dict(dict(structure))
         if self.optimizer is not None:
             remap_optimizer(self.optimizer, remaps)
         self.masks.remap(remaps)
@@ -203,9 +201,11 @@ class Pruner:
         self.criterion.after_prune()
         log.debug("step %d: pruned to target %.4f (masked %.4f)", step, target, self.masks.sparsity())
 
-    def _remove_channels(self) -> None:
-        """Physically remove the next channels and keep the optimizer and masks pointing at the new parameters."""
-        remaps = self.channels.prune()
+    def _update_channels(self) -> None:
+        """Let the channel pruner act at this step; keep the optimizer and masks pointing at any new parameters."""
+        remaps = self.channels.update(self.step_count)
+        if not remaps:
+            return
         if self.optimizer is not None:
             remap_optimizer(self.optimizer, remaps)
         self.masks.remap(remaps)
@@ -217,6 +217,10 @@ class Pruner:
             raise ConfigError("example_inputs", None, "a batch of example inputs: structured pruning traces the model with it")
         schedule = spec.schedule.build(self.length)
         self._check_fits_training(schedule)
+        remove_step = spec.removal_step(self.length)
+        total = self.length.total_steps
+        if remove_step is not None and total is not None and remove_step > total:
+            raise ConfigError("structured.remove_at", f"step {remove_step}", f"a step by the end of training ({total})")
         module = unwrap_model(self.model)
         ignored = modules_matching(module, spec.ignore)
         classifier = last_module_of_type(module, self.recipe.scope.modules) if self.recipe.scope.skip_last else None
@@ -229,6 +233,9 @@ class Pruner:
             ignored=ignored + ([classifier] if classifier is not None else []),
             max_layer_ratio=spec.max_layer_ratio,
             round_to=spec.round_to,
+            phase=spec.phase,
+            remove_step=remove_step,
+            target=spec.target.build() if spec.target is not None else None,
         )
         return channels
 

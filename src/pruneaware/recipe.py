@@ -23,6 +23,7 @@ from pruneaware.criteria import CRITERIA, Criterion
 from pruneaware.errors import ConfigError
 from pruneaware.regularizers import L1, Regularizer
 from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
+from pruneaware.structured.target import ResourceTarget
 
 RECIPE_VERSION = 1
 Unit = Literal["step", "epoch", "fraction"]
@@ -229,6 +230,24 @@ class PruningSpec(_Spec):
             raise ConfigError("pruning.criterion_options", self.criterion_options, f"options {self.criterion!r} accepts ({error})") from None
 
 
+class ResourceTargetSpec(_Spec):
+    """A MACs or parameter budget, as a fraction of the dense model: ``{macs: 0.5}`` or ``{params: 0.4}``."""
+
+    macs: float | None = Field(None, gt=0, lt=1)
+    params: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ResourceTargetSpec:
+        if (self.macs is None) == (self.params is None):
+            raise ValueError("exactly one of 'macs' or 'params', e.g. target: {macs: 0.5}")
+        return self
+
+    def build(self) -> ResourceTarget:
+        if self.macs is not None:
+            return ResourceTarget("macs", self.macs)
+        return ResourceTarget("params", self.params)
+
+
 class StructuredSpec(_Spec):
     """Channel pruning with physical removal: how much (schedule of the fraction of channels), ranked how."""
 
@@ -239,6 +258,24 @@ class StructuredSpec(_Spec):
     """Glob patterns of modules whose output channels are never removed (the classifier is added by scope.skip_last)."""
     max_layer_ratio: float = Field(0.9, gt=0, le=1)
     round_to: int | None = Field(None, ge=1)
+    phase: Literal["hard", "soft"] = "hard"
+    """hard: remove channels at every update; soft: zero them (reversibly) until ``remove_at``, then remove."""
+    remove_at: float | Literal["end"] = "end"
+    """Soft phase only: when the zeroed channels are removed, in the schedule's unit ('end': its last update)."""
+    target: ResourceTargetSpec | None = None
+    """Stop pruning (and end a soft phase) as soon as MACs or parameters fall to this fraction of dense."""
+
+    @model_validator(mode="after")
+    def _remove_at_needs_soft(self) -> StructuredSpec:
+        if self.remove_at != "end" and self.phase != "soft":
+            raise ValueError("'remove_at' only with phase: soft (a hard phase removes channels at every update)")
+        return self
+
+    def removal_step(self, length: TrainingLength) -> int | None:
+        """The step at which a soft phase ends (None: the schedule's last update)."""
+        if self.remove_at == "end":
+            return None
+        return length.steps(self.remove_at, self.schedule.unit, "structured.remove_at")
 
     @field_validator("importance")
     @classmethod

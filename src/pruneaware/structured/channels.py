@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import bisect
+import copy
 import math
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
 
 import torch
 import torch_pruning as tp
@@ -13,8 +15,12 @@ from torch import nn
 from pruneaware.errors import StateError
 from pruneaware.registry import Registry
 from pruneaware.schedules import Schedule
-from pruneaware.structured.graph import tracing, unwrap_model
+from torch_pruning._helpers import to_plain_idxs
+
+from pruneaware.structured.graph import build_dependency_graph, tracing, unwrap_model
+from pruneaware.structured.soft import group_keep_masks, zero_removed_
 from pruneaware.structured.surgery import ParameterRemap, chain, prune_group_tracked
+from pruneaware.structured.target import ResourceTarget
 
 GROUP_IMPORTANCE: Registry[Any] = Registry("structured.importance")
 GROUP_IMPORTANCE.register("l1")(lambda: tp.importance.GroupMagnitudeImportance(p=1))
@@ -43,9 +49,18 @@ class ChannelPruner:
         ignored: Sequence[nn.Module] = (),
         max_layer_ratio: float = 0.9,
         round_to: int | None = None,
+        phase: Literal["hard", "soft"] = "hard",
+        remove_step: int | None = None,
+        target: ResourceTarget | None = None,
     ):
         self.model = unwrap_model(model)
         self.schedule = schedule
+        self.example_inputs = example_inputs
+        self.phase = phase
+        self.remove_step = schedule.last_step if remove_step is None else remove_step
+        self.target = target
+        self.finished = False
+        self._soft_groups: list[Any] = []
         self.max_layer_ratio = max_layer_ratio
         self.round_to = round_to
         updates = schedule.update_steps()
@@ -70,6 +85,7 @@ class ChannelPruner:
             self._fix_reference_channel_counts()
         graph = self.ranker.DG
         self._initial_out = {m: graph.get_out_channels(m) for m in self.model.modules() if m in graph.module2node}
+        self._dense_resource = target.measure(self.model, example_inputs) if target is not None else None
 
     def _fix_reference_channel_counts(self) -> None:
         """Rank once now, removing nothing (the schedule's ratio at index 0 is 0).
@@ -88,15 +104,68 @@ class ChannelPruner:
         if removed:
             raise RuntimeError("ranking at ratio 0 selected channels to remove")
 
-    def prune(self) -> list[ParameterRemap]:
-        """Remove the channels of the next update step; returns how every replaced parameter maps."""
+    def update(self, step: int) -> list[ParameterRemap]:
+        """Do what the recipe asks at training step ``step``: zero channels (soft phase), remove them, or nothing.
+
+        Returns how every replaced parameter maps, for the optimizer and masks to follow.
+        """
+        if self.finished:
+            return []
+        soft = self.phase == "soft" and step <= self.remove_step
+        remaps: list[ParameterRemap] = []
+        if self.schedule.is_update_step(step):
+            self.ranker.current_step = bisect.bisect_left(self.schedule.update_steps(), step)
+            if soft:
+                self._soft_groups = self._ranked_groups()
+                zero_removed_(group_keep_masks(self._soft_groups))
+                if self.target is not None and self._target_met(self._slim_copy()):
+                    self.finished = True
+                    return self._remove(self._soft_groups)
+            else:
+                remaps = self._remove(self._ranked_groups())
+                self.finished = self._target_met(self.model)
+        if soft and step == self.remove_step:
+            remaps = self._remove(self._soft_groups)
+        return chain(remaps)
+
+    def _ranked_groups(self) -> list[Any]:
+        """The channel groups to remove at the ranker's current ratio, each within its layer's cap."""
+        with tracing(self.model):
+            groups = [self._within_layer_cap(group) for group in self.ranker.step(interactive=True)]
+        return [group for group in groups if group is not None]
+
+    def _remove(self, groups: list[Any]) -> list[ParameterRemap]:
+        """Physically remove ``groups`` (tracked), ending the soft phase if one was running."""
         remaps: list[ParameterRemap] = []
         with tracing(self.model):
-            for group in self.ranker.step(interactive=True):
-                capped = self._within_layer_cap(group)
-                if capped is not None:
-                    remaps.extend(prune_group_tracked(self.model, capped))
+            for group in groups:
+                remaps.extend(prune_group_tracked(self.model, group))
+        self._soft_groups = []
         return chain(remaps)
+
+    def _target_met(self, model: nn.Module) -> bool:
+        if self.target is None:
+            return False
+        return self.target.met(self.target.measure(model, self.example_inputs), self._dense_resource)
+
+    def _slim_copy(self) -> nn.Module:
+        """A copy of the model with the soft-pruned channels removed for real (to measure MACs or parameters)."""
+        slim = copy.deepcopy(self.model)
+        graph = build_dependency_graph(slim, self.example_inputs)
+        with tracing(slim):
+            for group in _groups_on(graph, slim, self._describe(self._soft_groups)):
+                group.prune()
+        return slim
+
+    def _describe(self, groups: list[Any]) -> list[tuple[str, bool, list[int]]]:
+        """Groups as (root module name, out-channel pruning?, root indices): rebuildable on another graph."""
+        graph = self.ranker.DG
+        described = []
+        for group in groups:
+            dep, indices = group[0]
+            name = graph._module2name[dep.target.module]
+            described.append((name, graph.is_out_channel_pruning_fn(dep.handler), [int(i) for i in to_plain_idxs(indices)]))
+        return described
 
     def _within_layer_cap(self, group: Any) -> Any:
         """The group, shrunk so its layer keeps at least ``1 - max_layer_ratio`` of its original channels.
@@ -126,22 +195,37 @@ class ChannelPruner:
             chosen = chosen[torch.argsort(importance[chosen])]
         return graph.get_pruning_group(module, handler, sorted(int(i) for i in chosen[:allowed]))
 
-    def replay(self, history: list[Any], step: int) -> list[ParameterRemap]:
-        """Repeat saved removals (``history()`` of a run at ``step``) on this model, tracked like ``prune``."""
-        graph = self.ranker.DG
-        names = dict(self.model.named_modules())
+    def state_dict(self) -> dict[str, Any]:
+        """Removals so far (replayable on a freshly built model), the pending soft selection, and whether a target stopped pruning."""
+        return {"history": self.ranker.pruning_history(), "soft": self._describe(self._soft_groups), "finished": self.finished}
+
+    def load_state_dict(self, state: dict[str, Any]) -> list[ParameterRemap]:
+        """Repeat saved removals on this freshly built model and restore the soft selection; returns the remaps."""
+        if self.ranker.pruning_history():
+            raise StateError("this model has had channels removed already; load the state into a freshly built model")
+        remaps = self._replay(state["history"])
+        self._soft_groups = _groups_on(self.ranker.DG, self.model, state["soft"])
+        self.finished = bool(state["finished"])
+        return remaps
+
+    def _replay(self, history: list[Any]) -> list[ParameterRemap]:
         remaps: list[ParameterRemap] = []
         with tracing(self.model):
-            for module_name, out_channels, indices in history:
-                if module_name not in names:
-                    raise StateError(f"saved channel removal names module {module_name!r}, which this model does not have")
-                module = names[module_name]
-                function = graph.get_pruner_of_module(module)
-                handler = function.prune_out_channels if out_channels else function.prune_in_channels
-                remaps.extend(prune_group_tracked(self.model, graph.get_pruning_group(module, handler, list(indices))))
-        self.ranker.current_step = sum(1 for update in self.schedule.update_steps() if update <= step)
+            for removal in history:  # one at a time: each group is built on the graph as the previous left it
+                (group,) = _groups_on(self.ranker.DG, self.model, [removal])
+                remaps.extend(prune_group_tracked(self.model, group))
         return chain(remaps)
 
-    def history(self) -> list[Any]:
-        """The structural edits so far, replayable on a freshly built model."""
-        return self.ranker.pruning_history()
+
+def _groups_on(graph: Any, model: nn.Module, described: Sequence[Any]) -> list[Any]:
+    """Rebuild described groups (root module name, out-channel pruning?, indices) on ``graph`` of ``model``."""
+    modules = dict(model.named_modules())
+    groups = []
+    for module_name, out_channels, indices in described:
+        if module_name not in modules:
+            raise StateError(f"saved channel removal names module {module_name!r}, which this model does not have")
+        module = modules[module_name]
+        function = graph.get_pruner_of_module(module)
+        handler = function.prune_out_channels if out_channels else function.prune_in_channels
+        groups.append(graph.get_pruning_group(module, handler, list(indices)))
+    return groups
