@@ -92,10 +92,11 @@ class ChannelPruner:
 
         Torch-Pruning fixes each ranking scope's reference channel count at its first ranking; doing it
         here makes every later target relative to the model as built, also when a resumed run replays
-        its removals before the next one. Magnitude ranking is used because no gradients exist yet.
+        its removals before the next one. Only the channel counts matter, so random scores stand in
+        for the real criterion (which may need gradients that do not exist yet, and costs more).
         """
         chosen = self.ranker.importance
-        self.ranker.importance = tp.importance.GroupMagnitudeImportance(p=2)
+        self.ranker.importance = tp.importance.RandomImportance()
         self.ranker.current_step = -1
         try:
             removed = list(self.ranker.step(interactive=True))

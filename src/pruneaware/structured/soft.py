@@ -14,11 +14,9 @@ from typing import Any
 
 import torch
 from torch_pruning._helpers import to_plain_idxs
+
+from pruneaware.structured.surgery import provenance_codes
 from torch import Tensor, nn
-
-
-def _provenance(param: Tensor) -> Tensor:
-    return torch.arange(param.numel(), dtype=torch.float64, device=param.device).reshape(param.shape)
 
 
 def _kept_mask(original: Tensor, pruned: Tensor) -> Tensor:
@@ -33,14 +31,14 @@ def _dependency_masks(dep: Any, idxs: list[int]) -> dict[nn.Parameter, Tensor]:
     target = dep.target.module
     dep.handler.__self__.pruning_dim = dep.target.pruning_dim
     if isinstance(target, nn.Parameter):
-        clone = nn.Parameter(_provenance(target), requires_grad=False)
+        clone = nn.Parameter(provenance_codes(target), requires_grad=False)
         pruned = dep.handler(clone, idxs)
         return {target: _kept_mask(target, pruned)}
     clone = copy.deepcopy(target)
     originals = dict(target.named_parameters())
     with torch.no_grad():
         for name, param in clone.named_parameters():
-            param.data = _provenance(param)
+            param.data = provenance_codes(param)
     dep.handler(clone, idxs)
     return {originals[name]: _kept_mask(originals[name], param) for name, param in clone.named_parameters() if name in originals}
 

@@ -2,7 +2,7 @@
 
 Torch-Pruning replaces each pruned parameter by a new ``nn.Parameter`` (with ``requires_grad=True``
 even for frozen layers) and knows nothing of optimizer state. Before a group is pruned we put a
-*provenance code* in every parameter it touches — the float64 index of each element — so after
+*provenance code* in every parameter it touches — the index of each element, as a float — so after
 pruning each new parameter holds the original flat indices of its surviving elements, whatever
 the layer type (grouped convolutions, attention projections pruned twice, free parameters). The
 same indices then slice the real weights, the optimizer's state and the masks.
@@ -42,6 +42,12 @@ class _Tracked:
     requires_grad: bool
 
 
+def provenance_codes(param: Tensor) -> Tensor:
+    """The flat index of every element, in the narrowest float type that holds them all exactly."""
+    dtype = torch.float32 if param.numel() <= 2**24 else torch.float64
+    return torch.arange(param.numel(), dtype=dtype, device=param.device).reshape(param.shape)
+
+
 def _group_parameters(group: Any) -> list[nn.Parameter]:
     params: list[nn.Parameter] = []
     for dep, _ in group:
@@ -67,7 +73,7 @@ def prune_group_tracked(model: nn.Module, group: Any) -> list[ParameterRemap]:
         seen.add(id(param))
         owner, name = owners[id(param)]
         tracked.append(_Tracked(owner, name, param, param.data, param.requires_grad))
-        param.data = torch.arange(param.numel(), dtype=torch.float64, device=param.device).reshape(param.shape)
+        param.data = provenance_codes(param)
         param.grad = None  # gradients are recomputed by the next backward; stale ones must not be sliced
     try:
         group.prune()
