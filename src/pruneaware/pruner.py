@@ -60,7 +60,7 @@ class Pruner:
         if total_steps is None and steps_per_epoch and epochs:
             total_steps = steps_per_epoch * epochs
         self.length = TrainingLength(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-        self.masks = MaskSet(self.recipe.scope.build().select(model))
+        self.masks = MaskSet(self.recipe.scope.build().select(unwrap_model(model)))  # names as in the bare model, also under DDP
         self.step_count = 0
         self.schedule = self.criterion = self.granularity = None
         if self.recipe.pruning is not None:
