@@ -7,6 +7,7 @@ import copy
 
 import pytest
 import torch
+import torch_pruning as tp
 from torch import nn
 from torch.nn import functional as F
 
@@ -204,3 +205,58 @@ def test_uniform_allocation_removes_the_same_fraction_per_layer() -> None:
     pa.Pruner(model, None, structured_recipe(ratio=0.5, at=0, allocation="uniform"), total_steps=1, example_inputs=BATCHES[0][0])
     inner = [block.conv1.out_channels for stage in model.stages for block in stage]
     assert inner == [8] * 3 + [16] * 3 + [32] * 3
+
+
+class ScaledLinear(nn.Module):
+    """A layer Torch-Pruning does not know: its handler below slices in its own way (no shared helper)."""
+
+    def __init__(self, features_in: int, features_out: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(features_out, features_in))
+        self.scale = nn.Parameter(torch.rand(features_out) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x @ self.weight.t()) * self.scale
+
+
+class ScaledLinearPruner(tp.pruner.function.BasePruningFunc):
+    def prune_out_channels(self, layer: ScaledLinear, idxs: list) -> ScaledLinear:
+        keep = [i for i in range(layer.weight.shape[0]) if i not in set(idxs)]
+        layer.weight = nn.Parameter(layer.weight.data[keep].clone())
+        layer.scale = nn.Parameter(layer.scale.data[keep].clone())
+        return layer
+
+    def prune_in_channels(self, layer: ScaledLinear, idxs: list) -> ScaledLinear:
+        keep = [i for i in range(layer.weight.shape[1]) if i not in set(idxs)]
+        layer.weight = nn.Parameter(layer.weight.data[:, keep].clone())
+        return layer
+
+    def get_out_channels(self, layer: ScaledLinear) -> int:
+        return layer.weight.shape[0]
+
+    def get_in_channels(self, layer: ScaledLinear) -> int:
+        return layer.weight.shape[1]
+
+
+def test_layers_with_their_own_pruning_handler_are_tracked_by_provenance() -> None:
+    from pruneaware.structured.surgery import FlatCut, prune_group_tracked, remap_optimizer
+
+    torch.manual_seed(0)
+    model = nn.Sequential(ScaledLinear(6, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    inputs = torch.randn(4, 6)
+    model(inputs).sum().backward()
+    optimizer.step()
+    weight, scale = model[0].weight.detach().clone(), model[0].scale.detach().clone()
+    moment = optimizer.state[model[0].weight]["exp_avg"].clone()
+    graph = tp.DependencyGraph().build_dependency(model, inputs, customized_pruners={ScaledLinear: ScaledLinearPruner()})
+    group = graph.get_pruning_group(model[0], graph.get_pruner_of_module(model[0]).prune_out_channels, [1, 4, 6])
+    remaps = prune_group_tracked(model, group)
+    remap_optimizer(optimizer, remaps)
+    kept = [0, 2, 3, 5, 7]
+    assert torch.equal(model[0].weight, weight[kept]) and torch.equal(model[0].scale, scale[kept])
+    assert torch.equal(optimizer.state[model[0].weight]["exp_avg"], moment[kept])
+    assert any(isinstance(cut, FlatCut) for remap in remaps for cut in remap.cuts)
+    assert model[2].weight.shape == (3, 5)
+    model(inputs).sum().backward()
+    optimizer.step()  # state and parameters agree after surgery

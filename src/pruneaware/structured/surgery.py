@@ -1,36 +1,65 @@
 """Physical channel removal that keeps every reference to the model's parameters consistent.
 
 Torch-Pruning replaces each pruned parameter by a new ``nn.Parameter`` (with ``requires_grad=True``
-even for frozen layers) and knows nothing of optimizer state. Before a group is pruned we put a
-*provenance code* in every parameter it touches — the index of each element, as a float — so after
-pruning each new parameter holds the original flat indices of its surviving elements, whatever
-the layer type (grouped convolutions, attention projections pruned twice, free parameters). The
-same indices then slice the real weights, the optimizer's state and the masks.
+even for frozen layers) and knows nothing of optimizer state. We record how every new parameter
+was cut from its predecessor, so the same cuts carry over the optimizer's state and the masks:
+
+- Torch-Pruning's own layer handlers all slice through one helper (``index_select`` along one
+  dimension); while a group is pruned that helper is wrapped to log each cut. No copy, no extra pass.
+- A handler registered from elsewhere may slice any way it likes; its parameters then hold a
+  *provenance code* during pruning (the index of each element, as a float), and the survivors'
+  codes are the flat indices they came from.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch_pruning.pruner import function as tp_function
 
 from pruneaware.errors import TraceError, UsageError
 
 
 @dataclass(frozen=True)
+class AxisCut:
+    """Keep ``index`` along dimension ``dim``."""
+
+    dim: int
+    index: Tensor
+
+    def apply(self, tensor: Tensor) -> Tensor:
+        return tensor.index_select(self.dim, self.index.to(tensor.device))
+
+
+@dataclass(frozen=True)
+class FlatCut:
+    """Keep the flat positions ``index`` and reshape to ``shape``."""
+
+    index: Tensor
+    shape: tuple[int, ...]
+
+    def apply(self, tensor: Tensor) -> Tensor:
+        return tensor.reshape(-1)[self.index.to(tensor.device)].reshape(self.shape)
+
+
+@dataclass(frozen=True)
 class ParameterRemap:
-    """``new`` replaced ``old``; ``kept`` are the flat indices of ``old`` that ``new`` holds, in order."""
+    """``new`` replaced ``old``; applying ``cuts`` in order to a tensor shaped like ``old`` gives one shaped like ``new``."""
 
     old: nn.Parameter
     new: nn.Parameter
-    kept: Tensor
+    cuts: tuple[AxisCut | FlatCut, ...]
 
     def slice(self, tensor: Tensor) -> Tensor:
         """Carry a tensor shaped like the old parameter (state, mask, gradient) over to the new shape."""
-        return tensor.reshape(-1)[self.kept.to(tensor.device)].reshape(self.new.shape)
+        for cut in self.cuts:
+            tensor = cut.apply(tensor)
+        return tensor
 
 
 @dataclass
@@ -38,14 +67,56 @@ class _Tracked:
     owner: nn.Module
     name: str
     old: nn.Parameter
-    data: Tensor
     requires_grad: bool
+    data: Tensor | None = None  # the real values while a provenance code stands in for them
 
 
 def provenance_codes(param: Tensor) -> Tensor:
     """The flat index of every element, in the narrowest float type that holds them all exactly."""
     dtype = torch.float32 if param.numel() <= 2**24 else torch.float64
     return torch.arange(param.numel(), dtype=dtype, device=param.device).reshape(param.shape)
+
+
+@contextmanager
+def _logging_cuts() -> Iterator[dict[int, tuple[nn.Parameter, AxisCut]]]:
+    """Log every slice Torch-Pruning's own handlers make: id(new parameter) -> (parameter it was cut from, cut)."""
+    log: dict[int, tuple[nn.Parameter, AxisCut]] = {}
+    original = tp_function.BasePruningFunc._prune_parameter_and_grad
+
+    def logged(self: Any, weight: nn.Parameter, keep_idxs: Sequence[int], pruning_dim: int) -> nn.Parameter:
+        new = original(self, weight, keep_idxs, pruning_dim)
+        log[id(new)] = (weight, AxisCut(pruning_dim % weight.dim(), torch.as_tensor(keep_idxs, dtype=torch.long)))
+        return new
+
+    tp_function.BasePruningFunc._prune_parameter_and_grad = logged
+    try:
+        yield log
+    finally:
+        tp_function.BasePruningFunc._prune_parameter_and_grad = original
+
+
+def _logged_cuts(log: dict[int, tuple[nn.Parameter, AxisCut]], old: nn.Parameter, new: nn.Parameter) -> tuple[AxisCut, ...] | None:
+    """The cuts that turned ``old`` into ``new``, oldest first; None if the log cannot connect them."""
+    cuts: list[AxisCut] = []
+    current = new
+    while current is not old:
+        if id(current) not in log:
+            return None
+        current, cut = log[id(current)]
+        cuts.append(cut)
+    return tuple(reversed(cuts))
+
+
+def _has_foreign_handler(group: Any) -> bool:
+    """Whether a dependency that owns parameters is handled by code other than Torch-Pruning's own layer handlers."""
+    for dep, _ in group:
+        target = dep.target.module
+        owns_parameters = isinstance(target, nn.Parameter) or (
+            isinstance(target, nn.Module) and next(target.parameters(recurse=False), None) is not None
+        )
+        if owns_parameters and type(dep.handler.__self__).__module__ != tp_function.__name__:
+            return True
+    return False
 
 
 def _group_parameters(group: Any) -> list[nn.Parameter]:
@@ -62,9 +133,10 @@ def _group_parameters(group: Any) -> list[nn.Parameter]:
 def prune_group_tracked(model: nn.Module, group: Any) -> list[ParameterRemap]:
     """Prune one Torch-Pruning group and return how each replaced parameter maps to its old self.
 
-    Real values, dtypes and ``requires_grad`` are restored on the new parameters.
+    Real values, dtypes and ``requires_grad`` are kept on the new parameters.
     """
     owners = {id(p): (module, name) for module in model.modules() for name, p in module._parameters.items() if p is not None}
+    use_codes = _has_foreign_handler(group)
     tracked: list[_Tracked] = []
     seen: set[int] = set()
     for param in _group_parameters(group):
@@ -72,27 +144,43 @@ def prune_group_tracked(model: nn.Module, group: Any) -> list[ParameterRemap]:
             continue
         seen.add(id(param))
         owner, name = owners[id(param)]
-        tracked.append(_Tracked(owner, name, param, param.data, param.requires_grad))
-        param.data = provenance_codes(param)
+        tracked.append(_Tracked(owner, name, param, param.requires_grad))
         param.grad = None  # gradients are recomputed by the next backward; stale ones must not be sliced
+        if use_codes:
+            tracked[-1].data = param.data
+            param.data = provenance_codes(param)
     try:
-        group.prune()
+        with _logging_cuts() as log:
+            group.prune()
     except Exception as error:
         for item in tracked:
-            if item.owner._parameters[item.name] is item.old:
+            if item.data is not None and item.owner._parameters[item.name] is item.old:
                 item.old.data = item.data
         raise TraceError(f"removing channels failed ({type(error).__name__}: {error}); the model may be partly pruned") from None
     remaps = []
     for item in tracked:
         new = item.owner._parameters[item.name]
         if new is item.old:
-            item.old.data = item.data
+            if item.data is not None:
+                item.old.data = item.data
             continue
-        kept = new.data.reshape(-1).long()
-        new.data = item.data.reshape(-1)[kept].reshape(new.shape)
-        new.requires_grad_(item.requires_grad)
-        remaps.append(ParameterRemap(item.old, new, kept))
+        remaps.append(_finish(item, new, log))
     return remaps
+
+
+def _finish(item: _Tracked, new: nn.Parameter, log: dict[int, tuple[nn.Parameter, AxisCut]]) -> ParameterRemap:
+    """Describe how ``new`` was cut from ``item.old``, and give it real values and the old ``requires_grad``."""
+    if item.data is not None:
+        cut = FlatCut(new.data.reshape(-1).long(), tuple(new.shape))
+        new.data = cut.apply(item.data)
+        cuts: tuple[AxisCut | FlatCut, ...] = (cut,)
+    else:
+        logged = _logged_cuts(log, item.old, new)
+        if logged is None:
+            raise TraceError(f"parameter {item.name!r} of {type(item.owner).__name__} was replaced by an unrecorded handler")
+        cuts = logged
+    new.requires_grad_(item.requires_grad)
+    return ParameterRemap(item.old, new, cuts)
 
 
 def remap_optimizer(optimizer: torch.optim.Optimizer, remaps: Sequence[ParameterRemap]) -> None:
@@ -128,6 +216,6 @@ def chain(remaps: Iterable[ParameterRemap]) -> list[ParameterRemap]:
     for remap in remaps:
         earlier = by_new.pop(id(remap.old), None)
         if earlier is not None:
-            remap = ParameterRemap(earlier.old, remap.new, earlier.kept[remap.kept.to(earlier.kept.device)])
+            remap = ParameterRemap(earlier.old, remap.new, earlier.cuts + remap.cuts)
         by_new[id(remap.new)] = remap
     return list(by_new.values())
