@@ -3,6 +3,7 @@
 from pruneaware import methods as recipes
 from pruneaware.criteria import CRITERIA, Criterion
 from pruneaware.errors import ConfigError, PruneawareError, ScopeError, StateError, UsageError
+from pruneaware.export import export_onnx, load, save
 from pruneaware.pruner import Pruner
 from pruneaware.recipe import Recipe
 from pruneaware.summary import Summary
@@ -20,5 +21,8 @@ __all__ = [
     "StateError",
     "Summary",
     "UsageError",
+    "export_onnx",
+    "load",
     "recipes",
+    "save",
 ]
