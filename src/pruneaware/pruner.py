@@ -72,6 +72,8 @@ class Pruner:
                 self.granularity.check(name, param)
         self.channels = self._build_channel_pruner(example_inputs) if self.recipe.structured else None
         self.regularizer = self.recipe.regularizer.build() if self.recipe.regularizer else None
+        channel_regularizer = self.recipe.structured.regularizer if self.recipe.structured else None
+        self.channel_regularizer = channel_regularizer.build(self.channels) if channel_regularizer else None
         self._param_lr_index = self._index_learning_rates()
         self._hooks = self._register_hooks()
         if self.channels is not None:
@@ -87,8 +89,11 @@ class Pruner:
     # -- the training-loop surface ------------------------------------------------------------
 
     def penalty(self) -> Tensor | float:
-        """Regularizer term to add to the loss (0.0 when the recipe has none or it is proximal)."""
-        return self.regularizer.penalty(self.params) if self.regularizer else 0.0
+        """Regularizer terms to add to the loss (0.0 when the recipe has none or it is proximal)."""
+        total = self.regularizer.penalty(self.params) if self.regularizer else 0.0
+        if self.channel_regularizer is not None:
+            total = total + self.channel_regularizer.penalty(self.step_count)
+        return total
 
     def before_step(self) -> None:
         """Before an optimizer step: let the criterion read gradients, then zero pruned gradients."""
@@ -110,6 +115,8 @@ class Pruner:
     def _before_step(self) -> None:
         if self.criterion is not None and self.criterion.needs_gradients:
             self.criterion.observe(self.params)
+        if self.channels is not None:
+            self.channels.observe()
         self.masks.mask_gradients_()
 
     def _after_step(self) -> None:
@@ -236,6 +243,7 @@ class Pruner:
             phase=spec.phase,
             remove_step=remove_step,
             target=spec.target.build() if spec.target is not None else None,
+            heads=spec.heads,
         )
         return channels
 

@@ -248,6 +248,26 @@ class ResourceTargetSpec(_Spec):
         return ResourceTarget("params", self.params)
 
 
+class ChannelRegularizerSpec(_Spec):
+    """A penalty on coupled channel groups while the structured schedule ramps, added by ``Pruner.penalty()``."""
+
+    type: Literal["group_lasso", "bn_scale", "growing"]
+    strength: float = Field(gt=0)
+    alpha: float = Field(1.0, ge=1)
+    """group_lasso only: the weakest channel of a group is penalised up to alpha times more than the strongest."""
+
+    @model_validator(mode="after")
+    def _alpha_for_group_lasso(self) -> ChannelRegularizerSpec:
+        if self.alpha != 1 and self.type != "group_lasso":
+            raise ValueError(f"'alpha' only with type: group_lasso (type {self.type!r} has no per-channel scaling)")
+        return self
+
+    def build(self, channels: Any) -> Any:
+        from pruneaware.structured.regularizers import build_channel_regularizer
+
+        return build_channel_regularizer(self.type, channels, self.strength, self.alpha)
+
+
 class StructuredSpec(_Spec):
     """Channel pruning with physical removal: how much (schedule of the fraction of channels), ranked how."""
 
@@ -264,6 +284,10 @@ class StructuredSpec(_Spec):
     """Soft phase only: when the zeroed channels are removed, in the schedule's unit ('end': its last update)."""
     target: ResourceTargetSpec | None = None
     """Stop pruning (and end a soft phase) as soon as MACs or parameters fall to this fraction of dense."""
+    heads: bool = True
+    """Attention modules lose whole heads (true) or the same dimensions from every head (false)."""
+    regularizer: ChannelRegularizerSpec | None = None
+    """A penalty on whole channel groups (group_lasso, bn_scale, growing) that prepares channels for removal."""
 
     @model_validator(mode="after")
     def _remove_at_needs_soft(self) -> StructuredSpec:

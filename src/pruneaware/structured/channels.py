@@ -17,7 +17,9 @@ from pruneaware.registry import Registry
 from pruneaware.schedules import Schedule
 from torch_pruning._helpers import to_plain_idxs
 
-from pruneaware.structured.graph import build_dependency_graph, tracing, unwrap_model
+from pruneaware.structured.attention import AttentionHeads
+from pruneaware.structured.graph import build_dependency_graph, patch_ranker, tracing, unwrap_model
+from pruneaware.structured.importance import FisherImportance, GradientImportance, TaylorImportance
 from pruneaware.structured.soft import group_keep_masks, zero_removed_
 from pruneaware.structured.surgery import ParameterRemap, chain, prune_group_tracked
 from pruneaware.structured.target import ResourceTarget
@@ -26,7 +28,9 @@ GROUP_IMPORTANCE: Registry[Any] = Registry("structured.importance")
 GROUP_IMPORTANCE.register("l1")(lambda: tp.importance.GroupMagnitudeImportance(p=1))
 GROUP_IMPORTANCE.register("l2")(lambda: tp.importance.GroupMagnitudeImportance(p=2))
 GROUP_IMPORTANCE.register("bn_scale")(lambda: tp.importance.BNScaleImportance())
-GROUP_IMPORTANCE.register("taylor")(lambda: tp.importance.GroupTaylorImportance())
+GROUP_IMPORTANCE.register("taylor")(TaylorImportance)
+GROUP_IMPORTANCE.register("fisher")(FisherImportance)
+GROUP_IMPORTANCE.register("hessian")(FisherImportance)  # the Fisher diagonal estimates the Hessian's
 GROUP_IMPORTANCE.register("random")(lambda: tp.importance.RandomImportance())
 
 
@@ -52,6 +56,7 @@ class ChannelPruner:
         phase: Literal["hard", "soft"] = "hard",
         remove_step: int | None = None,
         target: ResourceTarget | None = None,
+        heads: bool = True,
     ):
         self.model = unwrap_model(model)
         self.schedule = schedule
@@ -61,11 +66,13 @@ class ChannelPruner:
         self.target = target
         self.finished = False
         self._soft_groups: list[Any] = []
+        self._preview: tuple[int, list[Any]] | None = None  # (update, groups it would select), see preview()
         self.max_layer_ratio = max_layer_ratio
         self.round_to = round_to
         updates = schedule.update_steps()
         ratios = [0.0] + [schedule.value_at(step) for step in updates]
         scheduler: Callable[[float, int], list[float]] = lambda _ratio, _steps: ratios  # noqa: E731
+        self.attention = AttentionHeads(self.model, ignored, whole_heads=heads, max_layer_ratio=max_layer_ratio)
         with tracing(self.model):
             self.ranker = tp.pruner.BasePruner(
                 self.model,
@@ -80,8 +87,9 @@ class ChannelPruner:
                 round_to=round_to,
                 in_channel_groups={},  # Torch-Pruning shares mutable defaults between pruners
                 out_channel_groups={},
-                num_heads={},
+                **self.attention.pruner_options(),
             )
+            patch_ranker(self.ranker)
             self._fix_reference_channel_counts()
         graph = self.ranker.DG
         self._initial_out = {m: graph.get_out_channels(m) for m in self.model.modules() if m in graph.module2node}
@@ -118,6 +126,7 @@ class ChannelPruner:
             self.ranker.current_step = bisect.bisect_left(self.schedule.update_steps(), step)
             if soft:
                 self._soft_groups = self._ranked_groups()
+                self._restart_gradient_window()
                 zero_removed_(group_keep_masks(self._soft_groups))
                 if self.target is not None and self._target_met(self._slim_copy()):
                     self.finished = True
@@ -132,7 +141,8 @@ class ChannelPruner:
     def _ranked_groups(self) -> list[Any]:
         """The channel groups to remove at the ranker's current ratio, each within its layer's cap."""
         with tracing(self.model):
-            groups = [self._within_layer_cap(group) for group in self.ranker.step(interactive=True)]
+            groups = [self.attention.within_cap(self._within_layer_cap(g), self.ranker) for g in self.ranker.step(interactive=True)]
+        self.attention.sync(ranker=self.ranker)  # ranking lowered the ranker's head counts; the model's are the truth
         return [group for group in groups if group is not None]
 
     def _remove(self, groups: list[Any]) -> list[ParameterRemap]:
@@ -141,7 +151,10 @@ class ChannelPruner:
         with tracing(self.model):
             for group in groups:
                 remaps.extend(prune_group_tracked(self.model, group))
+        self.attention.sync(ranker=self.ranker)
         self._soft_groups = []
+        self._preview = None
+        self._restart_gradient_window()
         return chain(remaps)
 
     def _target_met(self, model: nn.Module) -> bool:
@@ -156,6 +169,7 @@ class ChannelPruner:
         with tracing(slim):
             for group in _groups_on(graph, slim, self._describe(self._soft_groups)):
                 group.prune()
+        self.attention.sync(slim)
         return slim
 
     def _describe(self, groups: list[Any]) -> list[tuple[str, bool, list[int]]]:
@@ -196,9 +210,54 @@ class ChannelPruner:
             chosen = chosen[torch.argsort(importance[chosen])]
         return graph.get_pruning_group(module, handler, sorted(int(i) for i in chosen[:allowed]))
 
+    def observe(self) -> None:
+        """Before an optimizer step: a gradient-based importance (taylor, fisher) accumulates this step's gradients."""
+        scorer = self._gradient_importance()
+        if scorer is not None:
+            scorer.observe(self.model)
+
+    def preview(self, step: int) -> list[Any]:
+        """The groups the first update after training step ``step`` would select; nothing is changed.
+
+        Ranked once per interval between updates and kept (a ranking costs about a training step);
+        empty after the last update, or while a gradient-based importance has seen no step yet.
+        """
+        updates = self.schedule.update_steps()
+        upcoming = next((update for update in updates if update > step), None)
+        if self.finished or upcoming is None:
+            return []
+        if self._preview is None or self._preview[0] != upcoming:
+            scorer = self._gradient_importance()
+            if scorer is not None and not scorer.ready:
+                return []
+            current = self.ranker.current_step
+            self.ranker.current_step = bisect.bisect_left(updates, upcoming)
+            try:
+                self._preview = (upcoming, self._ranked_groups())
+            finally:
+                self.ranker.current_step = current
+        return self._preview[1]
+
+    def _gradient_importance(self) -> GradientImportance | None:
+        importance = self.ranker.importance
+        return importance if isinstance(importance, GradientImportance) else None
+
+    def _restart_gradient_window(self) -> None:
+        """After a ranking or removal, gradient statistics start afresh (they described the channels as they were)."""
+        scorer = self._gradient_importance()
+        if scorer is not None:
+            scorer.reset()
+
     def state_dict(self) -> dict[str, Any]:
         """Removals so far (replayable on a freshly built model), the pending soft selection, and whether a target stopped pruning."""
-        return {"history": self.ranker.pruning_history(), "soft": self._describe(self._soft_groups), "finished": self.finished}
+        scorer = self._gradient_importance()
+        return {
+            "history": self.ranker.pruning_history(),
+            "soft": self._describe(self._soft_groups),
+            "finished": self.finished,
+            "gradients": scorer.state_dict(self.model) if scorer is not None else None,
+            "preview": (self._preview[0], self._describe(self._preview[1])) if self._preview is not None else None,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> list[ParameterRemap]:
         """Repeat saved removals on this freshly built model and restore the soft selection; returns the remaps."""
@@ -207,6 +266,12 @@ class ChannelPruner:
         remaps = self._replay(state["history"])
         self._soft_groups = _groups_on(self.ranker.DG, self.model, state["soft"])
         self.finished = bool(state["finished"])
+        scorer = self._gradient_importance()
+        if scorer is not None and state.get("gradients") is not None:
+            scorer.load_state_dict(state["gradients"], self.model)
+        if state.get("preview") is not None:
+            update, described = state["preview"]
+            self._preview = (int(update), _groups_on(self.ranker.DG, self.model, described))
         return remaps
 
     def _replay(self, history: list[Any]) -> list[ParameterRemap]:
@@ -215,6 +280,7 @@ class ChannelPruner:
             for removal in history:  # one at a time: each group is built on the graph as the previous left it
                 (group,) = _groups_on(self.ranker.DG, self.model, [removal])
                 remaps.extend(prune_group_tracked(self.model, group))
+        self.attention.sync(ranker=self.ranker)
         return chain(remaps)
 
 
