@@ -154,3 +154,32 @@ def test_soft_removal_after_training_ends_is_refused() -> None:
     soft = recipe({"type": "one_shot", "sparsity": 0.5, "at": 1}, phase="soft", remove_at=20)
     with pytest.raises(ConfigError, match="remove_at"):
         pa.Pruner(resnet20(), None, soft, total_steps=10, example_inputs=EXAMPLE)
+
+
+def test_a_run_whose_removal_happens_at_step_zero_resumes() -> None:
+    at_start = recipe({"type": "one_shot", "sparsity": 0.5, "at": 0})
+
+    def fresh() -> tuple[nn.Module, torch.optim.Optimizer, pa.Pruner]:
+        model = resnet20()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        return model, optimizer, pa.Pruner(model, optimizer, at_start, total_steps=4, example_inputs=EXAMPLE)
+
+    model, optimizer, pruner = fresh()  # channels are removed while the pruner is built
+    for index in range(2):
+        train_step(model, optimizer, index)
+    saved = copy.deepcopy({"pruner": pruner.state_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict()})
+    resumed_model, resumed_optimizer, resumed_pruner = fresh()  # removes the same channels again
+    resumed_pruner.load_state_dict(saved["pruner"])
+    resumed_model.load_state_dict(saved["model"])
+    resumed_optimizer.load_state_dict(saved["optimizer"])
+    for index in range(2, 4):
+        train_step(model, optimizer, index)
+        train_step(resumed_model, resumed_optimizer, index)
+    for (name, ours), (_, theirs) in zip(model.named_parameters(), resumed_model.named_parameters()):
+        assert torch.equal(ours, theirs), name
+
+    torch.manual_seed(1)
+    other = build_model("resnet20", (3, 16, 16), 10)  # other initial weights: other channels go at step 0
+    other_pruner = pa.Pruner(other, None, at_start, total_steps=4, example_inputs=EXAMPLE)
+    with pytest.raises(pa.StateError, match="same initial weights"):
+        other_pruner.load_state_dict(saved["pruner"])

@@ -34,10 +34,10 @@ class MaskSet:
 
     def _refresh_multipliers(self) -> None:
         """Cache masks in each parameter's dtype so enforcement is one fused multiply, no casts."""
-        self._names = list(self.params)
+        self._any_pruned = any(not bool(mask.all()) for mask in self.masks.values())
+        self._names = list(self.params) if self._any_pruned else []
         self._weights = [self.params[name] for name in self._names]
         self._multipliers = [self.masks[name].to(self.params[name].dtype) for name in self._names]
-        self._any_pruned = any(not bool(mask.all()) for mask in self.masks.values())
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.masks)

@@ -90,7 +90,8 @@ class ChannelPruner:
                 **self.attention.pruner_options(),
             )
             patch_ranker(self.ranker)
-            self._fix_reference_channel_counts()
+            if updates[:1] != [0]:  # a ranking at step 0 fixes them itself
+                self._fix_reference_channel_counts()
         graph = self.ranker.DG
         self._initial_out = {m: graph.get_out_channels(m) for m in self.model.modules() if m in graph.module2node}
         self._dense_resource = target.measure(self.model, example_inputs) if target is not None else None
@@ -260,10 +261,18 @@ class ChannelPruner:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> list[ParameterRemap]:
-        """Repeat saved removals on this freshly built model and restore the soft selection; returns the remaps."""
-        if self.ranker.pruning_history():
-            raise StateError("this model has had channels removed already; load the state into a freshly built model")
-        remaps = self._replay(state["history"])
+        """Repeat saved removals on this freshly built model and restore the soft selection; returns the remaps.
+
+        Removals this pruner already made (a schedule that starts at step 0 acts when the pruner is
+        built) must be the first saved ones; only the rest are repeated.
+        """
+        done, saved = self.ranker.pruning_history(), state["history"]
+        if [_removal_key(r) for r in done] != [_removal_key(r) for r in saved[: len(done)]]:
+            raise StateError(
+                "this model has had channels removed that the saved run did not remove first; "
+                "load the state into a freshly built model with the same initial weights"
+            )
+        remaps = self._replay(saved[len(done) :])
         self._soft_groups = _groups_on(self.ranker.DG, self.model, state["soft"])
         self.finished = bool(state["finished"])
         scorer = self._gradient_importance()
@@ -296,3 +305,9 @@ def _groups_on(graph: Any, model: nn.Module, described: Sequence[Any]) -> list[A
         handler = function.prune_out_channels if out_channels else function.prune_in_channels
         groups.append(graph.get_pruning_group(module, handler, list(indices)))
     return groups
+
+
+def _removal_key(removal: Sequence[Any]) -> tuple[str, bool, tuple[int, ...]]:
+    """A saved or live history entry in comparable form (indices may be Torch-Pruning's hybrid indices)."""
+    name, out_channels, indices = removal
+    return name, bool(out_channels), tuple(int(i) for i in to_plain_idxs(list(indices)))

@@ -1,0 +1,130 @@
+"""Does removing channels buy real speed, and what does our tracking cost over Torch-Pruning alone?
+
+For each model: a dense copy and a copy with ``--ratio`` of the channels of every prunable layer
+removed by ``pruneaware`` (uniform allocation, L2 group magnitude). Prints, measured side by side
+in one run:
+
+- MACs of both, eval-mode CPU latency (interleaved rounds, median) at each batch size, and the
+  *efficiency* = measured speedup / MACs ratio (1.0: latency falls exactly as MACs do);
+- the time to build the dependency graph and remove the channels: ``pa.Pruner`` (graph, reference
+  ranking, tracked surgery) vs Torch-Pruning alone (``MetaPruner`` + ``step()``), same model, same
+  ratio, interleaved repeats.
+
+    python bench/structured_speed.py [--models resnet50 vit_b_16] [--ratio 0.5] [--batch 1 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from importlib.metadata import version
+
+import torch
+import torch_pruning as tp
+import torchvision
+from torch import nn
+
+import pruneaware as pa
+from pruneaware.measure import compare_latency, count_parameters
+from pruneaware.structured import convert_for_pruning
+from pruneaware.structured.attention import AttentionHeads
+from pruneaware.structured.target import forward_macs
+
+
+def build(name: str, image: int) -> tuple[nn.Module, torch.Tensor]:
+    """A torchvision model with random weights, attention made head-prunable (a no-op for CNNs)."""
+    torch.manual_seed(0)
+    model = convert_for_pruning(torchvision.models.get_model(name, weights=None, num_classes=1000))
+    with torch.no_grad():  # random but not degenerate: torchvision zero-initialises some heads
+        for module in model.modules():
+            if isinstance(module, nn.Linear) and module.weight.abs().sum() == 0:
+                nn.init.normal_(module.weight, std=0.01)
+    return model.eval(), torch.randn(1, 3, image, image)
+
+
+def classifier_of(model: nn.Module) -> nn.Module:
+    return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+
+
+def prune_with_pruneaware(model: nn.Module, example: torch.Tensor, ratio: float) -> pa.Pruner:
+    recipe = pa.Recipe.from_dict(
+        {"structured": {"schedule": {"type": "one_shot", "sparsity": ratio, "at": 0, "unit": "step"}, "allocation": "uniform", "max_layer_ratio": 0.95}}
+    )
+    return pa.Pruner(model, None, recipe, total_steps=1, example_inputs=example)
+
+
+def prune_with_torch_pruning(model: nn.Module, example: torch.Tensor, ratio: float) -> None:
+    """The same removal with Torch-Pruning alone: same importance, ratio, cap and head options; nothing tracked."""
+    heads = AttentionHeads(model, [classifier_of(model)]).pruner_options()
+    pruner = tp.pruner.MetaPruner(
+        model,
+        example,
+        importance=tp.importance.GroupMagnitudeImportance(p=2),
+        pruning_ratio=ratio,
+        max_pruning_ratio=0.95,
+        ignored_layers=[classifier_of(model)],
+        global_pruning=False,
+        in_channel_groups={},
+        out_channel_groups={},
+        **heads,
+    )
+    pruner.step()
+
+
+def time_pruning(base: nn.Module, example: torch.Tensor, ratio: float, repeats: int) -> dict[str, list[float]]:
+    """Seconds to trace and prune fresh copies, alternating the two tools."""
+    tools: dict[str, Callable[[nn.Module], object]] = {
+        "pruneaware": lambda m: prune_with_pruneaware(m, example, ratio),
+        "torch-pruning": lambda m: prune_with_torch_pruning(m, example, ratio),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in tools}
+    for index in range(repeats):
+        for name in list(tools)[index % 2 :] + list(tools)[: index % 2]:
+            model = copy.deepcopy(base)
+            start = time.perf_counter()
+            tools[name](model)
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
+    parser.add_argument("--ratio", type=float, default=0.5, help="fraction of channels removed per layer")
+    parser.add_argument("--image", type=int, default=224)
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--repeats", type=int, default=20, help="timed forwards per model and batch size")
+    parser.add_argument("--prune-repeats", type=int, default=4, help="timed prunes per tool")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    print(f"torch {torch.__version__}, torch-pruning {version('torch-pruning')}, {platform.machine()}, {args.threads} threads, ratio {args.ratio}")
+
+    for name in args.models:
+        dense, example = build(name, args.image)
+        slim = copy.deepcopy(dense)
+        prune_with_pruneaware(slim, example, args.ratio)
+        dense_macs, slim_macs = forward_macs(dense, example), forward_macs(slim, example)
+        macs_ratio = dense_macs / slim_macs
+        print(f"\n## {name}: params {count_parameters(dense):,} -> {count_parameters(slim):,}, "
+              f"MACs {dense_macs / 1e9:.3f} G -> {slim_macs / 1e9:.3f} G (dense/slim {macs_ratio:.2f}x)")
+        print("| batch | dense ms | slim ms | speedup | MACs ratio | efficiency |")
+        print("|---|---|---|---|---|---|")
+        for batch in args.batch:
+            inputs = torch.randn(batch, *example.shape[1:])
+            latency = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=3, repeats=args.repeats, threads=args.threads)
+            speedup = latency["dense"].median_ms / latency["slim"].median_ms
+            print(f"| {batch} | {latency['dense'].median_ms:.1f} | {latency['slim'].median_ms:.1f} | {speedup:.2f}x "
+                  f"| {macs_ratio:.2f}x | {speedup / macs_ratio:.2f} |")
+        seconds = time_pruning(dense, example, args.ratio, args.prune_repeats)
+        ours, theirs = statistics.median(seconds["pruneaware"]), statistics.median(seconds["torch-pruning"])
+        print(f"graph build + removal: pruneaware {ours:.2f} s, Torch-Pruning alone {theirs:.2f} s, ratio {ours / theirs:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
