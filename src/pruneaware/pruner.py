@@ -16,6 +16,7 @@ from pruneaware.schedules import Schedule
 from pruneaware.scope import last_module_of_type, modules_matching
 from pruneaware.structured.channels import ChannelPruner
 from pruneaware.structured.graph import unwrap_model
+from pruneaware.structured.support import check_supported
 from pruneaware.structured.surgery import remap_optimizer
 from pruneaware.recipe import Recipe, TrainingLength
 from pruneaware.summary import Summary, summarize
@@ -60,8 +61,9 @@ class Pruner:
         if total_steps is None and steps_per_epoch and epochs:
             total_steps = steps_per_epoch * epochs
         self.length = TrainingLength(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-        self.masks = MaskSet(self.recipe.scope.build().select(unwrap_model(model)))  # names as in the bare model, also under DDP
         self.step_count = 0
+        self.channels = self._build_channel_pruner(example_inputs) if self.recipe.structured else None
+        self.masks = MaskSet(self.recipe.scope.build().select(unwrap_model(model)))  # names as in the bare model, also under DDP
         self.schedule = self.criterion = self.granularity = None
         if self.recipe.pruning is not None:
             self.schedule = self.recipe.pruning.schedule.build(self.length)
@@ -70,7 +72,6 @@ class Pruner:
             self._check_fits_training()
             for name, param in self.params.items():
                 self.granularity.check(name, param)
-        self.channels = self._build_channel_pruner(example_inputs) if self.recipe.structured else None
         self.regularizer = self.recipe.regularizer.build() if self.recipe.regularizer else None
         channel_regularizer = self.recipe.structured.regularizer if self.recipe.structured else None
         self.channel_regularizer = channel_regularizer.build(self.channels) if channel_regularizer else None
@@ -231,6 +232,7 @@ class Pruner:
         module = unwrap_model(self.model)
         ignored = modules_matching(module, spec.ignore)
         classifier = last_module_of_type(module, self.recipe.scope.modules) if self.recipe.scope.skip_last else None
+        check_supported(module, example_inputs, ignored + ([classifier] if classifier is not None else []))
         channels = ChannelPruner(
             module,
             example_inputs,
