@@ -10,7 +10,7 @@ in one run:
   ranking, tracked surgery) vs Torch-Pruning alone (``MetaPruner`` + ``step()``), same model, same
   ratio, interleaved repeats.
 
-    python bench/structured_speed.py [--models resnet50 vit_b_16] [--ratio 0.5] [--batch 1 8] [--threads 2]
+    python bench/structured_speed.py [--models resnet50 vit_b_16] [--ratio 0.5] [--round-to 8] [--batch 1 8] [--threads 2]
 """
 
 from __future__ import annotations
@@ -50,14 +50,13 @@ def classifier_of(model: nn.Module) -> nn.Module:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
-def prune_with_pruneaware(model: nn.Module, example: torch.Tensor, ratio: float) -> pa.Pruner:
-    recipe = pa.Recipe.from_dict(
-        {"structured": {"schedule": {"type": "one_shot", "sparsity": ratio, "at": 0, "unit": "step"}, "allocation": "uniform", "max_layer_ratio": 0.95}}
-    )
+def prune_with_pruneaware(model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None) -> pa.Pruner:
+    schedule = {"type": "one_shot", "sparsity": ratio, "at": 0, "unit": "step"}
+    recipe = pa.Recipe.from_dict({"structured": {"schedule": schedule, "allocation": "uniform", "max_layer_ratio": 0.95, "round_to": round_to}})
     return pa.Pruner(model, None, recipe, total_steps=1, example_inputs=example)
 
 
-def prune_with_torch_pruning(model: nn.Module, example: torch.Tensor, ratio: float) -> None:
+def prune_with_torch_pruning(model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None) -> None:
     """The same removal with Torch-Pruning alone: same importance, ratio, cap and head options; nothing tracked."""
     heads = AttentionHeads(model, [classifier_of(model)]).pruner_options()
     pruner = tp.pruner.MetaPruner(
@@ -66,6 +65,7 @@ def prune_with_torch_pruning(model: nn.Module, example: torch.Tensor, ratio: flo
         importance=tp.importance.GroupMagnitudeImportance(p=2),
         pruning_ratio=ratio,
         max_pruning_ratio=0.95,
+        round_to=round_to,
         ignored_layers=[classifier_of(model)],
         global_pruning=False,
         in_channel_groups={},
@@ -75,11 +75,11 @@ def prune_with_torch_pruning(model: nn.Module, example: torch.Tensor, ratio: flo
     pruner.step()
 
 
-def time_pruning(base: nn.Module, example: torch.Tensor, ratio: float, repeats: int) -> dict[str, list[float]]:
+def time_pruning(base: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None, repeats: int) -> dict[str, list[float]]:
     """Seconds to trace and prune fresh copies, alternating the two tools."""
     tools: dict[str, Callable[[nn.Module], object]] = {
-        "pruneaware": lambda m: prune_with_pruneaware(m, example, ratio),
-        "torch-pruning": lambda m: prune_with_torch_pruning(m, example, ratio),
+        "pruneaware": lambda m: prune_with_pruneaware(m, example, ratio, round_to),
+        "torch-pruning": lambda m: prune_with_torch_pruning(m, example, ratio, round_to),
     }
     seconds: dict[str, list[float]] = {name: [] for name in tools}
     for index in range(repeats):
@@ -91,10 +91,20 @@ def time_pruning(base: nn.Module, example: torch.Tensor, ratio: float, repeats: 
     return seconds
 
 
+def cpu_name() -> str:
+    """The processor's model name (Linux), for the record."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of channels removed per layer")
+    parser.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=20, help="timed forwards per model and batch size")
@@ -103,12 +113,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    print(f"torch {torch.__version__}, torch-pruning {version('torch-pruning')}, {platform.machine()}, {args.threads} threads, ratio {args.ratio}")
+    print(f"torch {torch.__version__}, torch-pruning {version('torch-pruning')}, {cpu_name()}, {args.threads} threads, ratio {args.ratio}, round_to {args.round_to}")
 
     for name in args.models:
         dense, example = build(name, args.image)
         slim = copy.deepcopy(dense)
-        prune_with_pruneaware(slim, example, args.ratio)
+        prune_with_pruneaware(slim, example, args.ratio, args.round_to)
         dense_macs, slim_macs = forward_macs(dense, example), forward_macs(slim, example)
         macs_ratio = dense_macs / slim_macs
         print(f"\n## {name}: params {count_parameters(dense):,} -> {count_parameters(slim):,}, "
@@ -121,7 +131,7 @@ def main() -> None:
             speedup = latency["dense"].median_ms / latency["slim"].median_ms
             print(f"| {batch} | {latency['dense'].median_ms:.1f} | {latency['slim'].median_ms:.1f} | {speedup:.2f}x "
                   f"| {macs_ratio:.2f}x | {speedup / macs_ratio:.2f} |")
-        seconds = time_pruning(dense, example, args.ratio, args.prune_repeats)
+        seconds = time_pruning(dense, example, args.ratio, args.round_to, args.prune_repeats)
         ours, theirs = statistics.median(seconds["pruneaware"]), statistics.median(seconds["torch-pruning"])
         print(f"graph build + removal: pruneaware {ours:.2f} s, Torch-Pruning alone {theirs:.2f} s, ratio {ours / theirs:.2f}x")
 
