@@ -150,7 +150,8 @@ class ChannelPruner:
         """Physically remove ``groups`` (tracked), ending the soft phase if one was running."""
         remaps: list[ParameterRemap] = []
         with tracing(self.model):
-            for group in groups:
+            for removal in self._describe(groups):  # one at a time: a removal moves the concat offsets later groups map to
+                (group,) = _groups_on(self.ranker.DG, self.model, [removal])
                 remaps.extend(prune_group_tracked(self.model, group))
         self.attention.sync(ranker=self.ranker)
         self._soft_groups = []
