@@ -124,18 +124,19 @@ class ChannelPruner:
         soft = self.phase == "soft" and step <= self.remove_step
         remaps: list[ParameterRemap] = []
         if self.schedule.is_update_step(step):
-            self.ranker.current_step = bisect.bisect_left(self.schedule.update_steps(), step)
-            if soft:
-                self._soft_groups = self._ranked_groups()
+            index = bisect.bisect_left(self.schedule.update_steps(), step)
+            self.ranker.current_step = index
+            groups = self._ranked_groups()
+            if self.target is not None and self._target_met(self._slim_copy(groups)):
+                groups = self._just_enough(index, groups)
+                self.finished = True
+            if soft and not self.finished:
+                self._soft_groups = groups
                 self._restart_gradient_window()
-                zero_removed_(group_keep_masks(self._soft_groups))
-                if self.target is not None and self._target_met(self._slim_copy()):
-                    self.finished = True
-                    return self._remove(self._soft_groups)
+                zero_removed_(group_keep_masks(groups))
             else:
-                remaps = self._remove(self._ranked_groups())
-                self.finished = self._target_met(self.model)
-        if soft and step == self.remove_step:
+                remaps = self._remove(groups)
+        if soft and step == self.remove_step and not self.finished:
             remaps = self._remove(self._soft_groups)
         return chain(remaps)
 
@@ -164,15 +165,39 @@ class ChannelPruner:
             return False
         return self.target.met(self.target.measure(model, self.example_inputs), self._dense_resource)
 
-    def _slim_copy(self) -> nn.Module:
-        """A copy of the model with the soft-pruned channels removed for real (to measure MACs or parameters)."""
+    def _slim_copy(self, groups: list[Any]) -> nn.Module:
+        """A copy of the model with ``groups`` removed for real (to measure MACs or parameters)."""
         slim = copy.deepcopy(self.model)
         graph = build_dependency_graph(slim, self.example_inputs)
         with tracing(slim):
-            for group in _groups_on(graph, slim, self._describe(self._soft_groups)):
+            for removal in self._describe(groups):
+                (group,) = _groups_on(graph, slim, [removal])
                 group.prune()
         self.attention.sync(slim)
         return slim
+
+    def _just_enough(self, index: int, groups: list[Any], rounds: int = 6) -> list[Any]:
+        """The smallest removal (ratio bisected between the previous update's and this one's) that meets the target.
+
+        Coarse schedules would otherwise overshoot: one update can take MACs from well above the
+        target to far below it. Each round ranks at a trial ratio and measures a pruned copy.
+        """
+        ratios = self.ranker.per_step_pruning_ratio  # the list the ranker reads; heads read the same list
+        low, high, original = ratios[index], ratios[index + 1], ratios[index + 1]
+        best = groups
+        try:
+            for _ in range(rounds):
+                trial = (low + high) / 2
+                ratios[index + 1] = trial
+                self.ranker.current_step = index
+                candidate = self._ranked_groups()
+                if self._target_met(self._slim_copy(candidate)):
+                    best, high = candidate, trial
+                else:
+                    low = trial
+        finally:
+            ratios[index + 1] = original
+        return best
 
     def _describe(self, groups: list[Any]) -> list[tuple[str, bool, list[int]]]:
         """Groups as (root module name, out-channel pruning?, root indices): rebuildable on another graph."""
