@@ -161,6 +161,7 @@ def _observe(model: nn.Module, example_inputs: Any) -> _Observation:
     stack: list[str] = []
     handles = []
     for name, module in model.named_modules():
+        name = name or type(model).__name__
         handles.append(module.register_forward_pre_hook(_entering(name, module, stack, seen)))
         handles.append(module.register_forward_hook(_leaving(module, stack, seen)))
     try:
