@@ -8,12 +8,16 @@ gradients through ``observe`` and keep running state, which is part of the prune
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from pruneaware.errors import UsageError
 from pruneaware.registry import Registry
+
+if TYPE_CHECKING:
+    from pruneaware.probing.calibration import Calibration
 
 
 class Criterion:
@@ -22,8 +26,14 @@ class Criterion:
     needs_gradients: bool = False
     """True when ``observe`` must run every optimizer step (it reads ``param.grad``)."""
 
+    rounds: int = 1
+    """Re-scorings per mask update; above 1 the Pruner approaches the target through exponentially spaced steps."""
+
     def observe(self, params: Mapping[str, Tensor]) -> None:
         """Called before every optimizer step, with gradients in place."""
+
+    def calibrate(self, model: nn.Module, params: Mapping[str, nn.Parameter], calibration: Calibration) -> None:
+        """Called before each scoring: criteria that probe the model itself (SNIP, GraSP, SynFlow) measure it here."""
 
     def score(self, name: str, param: Tensor) -> Tensor:
         """Element-wise importance of ``param``, same shape, higher means keep."""
@@ -134,3 +144,37 @@ class Movement(_Accumulating):
 
     def score(self, name: str, param: Tensor) -> Tensor:
         return self.accumulated(name)
+
+
+@CRITERIA.register("fisher")
+class Fisher(_Accumulating):
+    """Optimal Brain Damage saliency 0.5 * F_ii * w_i^2 (LeCun et al. 1990), the Fisher diagonal F standing in for the Hessian's.
+
+    F_ii is the mean squared mini-batch gradient over the steps since the last prune (near a
+    minimum it estimates the Hessian diagonal divided by the batch size); the window restarts after each prune.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+
+    def statistic(self, param: Tensor, grad: Tensor) -> Tensor:
+        return grad.square()
+
+    def observe(self, params: Mapping[str, Tensor]) -> None:
+        super().observe(params)
+        self.steps += 1
+
+    def score(self, name: str, param: Tensor) -> Tensor:
+        return 0.5 * self.accumulated(name) / self.steps * param.detach().square()
+
+    def after_prune(self) -> None:
+        self.buffers.clear()
+        self.steps = 0
+
+    def state_dict(self) -> dict[str, object]:
+        return {**super().state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        super().load_state_dict(state)
+        self.steps = int(state["steps"])  # type: ignore[arg-type]

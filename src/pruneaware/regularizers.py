@@ -11,13 +11,40 @@ from pruneaware.errors import ConfigError
 
 
 class Regularizer:
-    """A penalty added to the loss (``penalty``) and/or an update applied after each step (``after_step``)."""
+    """A penalty added to the loss (``penalty``) and/or updates around each optimizer step.
+
+    Regularizers that reparametrize the weights (L0 gates, SR-STE) also prepare the weights
+    before the first forward (``start``), map gradients before the step (``before_step``), decide
+    masks after it (``keep_masks``), fold themselves into the weights (``finalize``) and carry state.
+    """
+
+    straight_through: bool = False
+    """True when pruned weights keep their gradients, because the optimizer updates dense weights."""
+
+    def start(self, params: Mapping[str, nn.Parameter]) -> None:
+        """Called once when the Pruner is built, before the first forward pass."""
 
     def penalty(self, params: Mapping[str, nn.Parameter]) -> Tensor | float:
         return 0.0
 
+    def before_step(self, params: Mapping[str, nn.Parameter], masks: Mapping[str, Tensor]) -> None:
+        """Called before every optimizer step, with gradients in place and ``masks`` the current keep-masks."""
+
     def after_step(self, params: Mapping[str, nn.Parameter], learning_rates: Mapping[str, float]) -> None:
         """Called after every optimizer step with each parameter's current learning rate."""
+
+    def keep_masks(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
+        """Keep-masks this regularizer decides from the current ones, or None to leave them; asked after every step."""
+        return None
+
+    def finalize(self, params: Mapping[str, nn.Parameter]) -> None:
+        """Make the regularizer's effect permanent in the weights (``Pruner.finalize``)."""
+
+    def state_dict(self) -> dict[str, object]:
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, object]) -> None:
+        """Restore state saved by ``state_dict``."""
 
 
 class L1(Regularizer):

@@ -224,3 +224,14 @@ def _grid(begin: int, end: int, every: int) -> list[int]:
     if steps[-1] != end:
         steps.append(end)
     return steps
+
+
+def geometric_targets(start: float, final: float, rounds: int) -> list[float]:
+    """Sparsities after each of ``rounds`` prunes from ``start`` to ``final``, density shrinking by a constant factor.
+
+    One mask update reached in rounds (SynFlow) removes the same fraction of survivors each round.
+    """
+    if rounds <= 1 or final <= start:
+        return [final]
+    ratio = (1.0 - final) / (1.0 - start)
+    return [1.0 - (1.0 - start) * ratio ** (k / rounds) for k in range(1, rounds)] + [final]
