@@ -7,7 +7,7 @@ import io
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -53,6 +53,8 @@ class LatencyReport:
     p90_ms: float
     repeats: int
     batch_size: int
+    samples_ms: tuple[float, ...] = field(default=(), repr=False)
+    """Every timed forward in order; from ``compare_latency``, sample i of two models ran in the same round."""
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -148,7 +150,7 @@ def _time_forwards(model: nn.Module, example_input: Tensor, warmup: int, count: 
 
 def _latency_report(times_ms: list[float], batch_size: int) -> LatencyReport:
     p10, median, p90 = np.percentile(times_ms, [10, 50, 90])
-    return LatencyReport(float(median), float(p10), float(p90), len(times_ms), batch_size)
+    return LatencyReport(float(median), float(p10), float(p90), len(times_ms), batch_size, tuple(times_ms))
 
 
 @contextmanager
