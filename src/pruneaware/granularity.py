@@ -16,8 +16,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pruneaware.allocation import erdos_renyi_densities
 from pruneaware.errors import ConfigError
 from pruneaware.schedules import check_sparsity
+
+SCOPES = ("layer", "global", "er", "erk")
+"""How a target is shared among layers: the same in each, one global ranking, or Erdős–Rényi(-Kernel) densities."""
 
 
 class Granularity(ABC):
@@ -47,8 +51,8 @@ class _Ranked(Granularity):
     scope: str = "layer"
 
     def __post_init__(self) -> None:
-        if self.scope not in ("layer", "global"):
-            raise ConfigError("granularity.scope", self.scope, ["layer", "global"])
+        if self.scope not in SCOPES:
+            raise ConfigError("granularity.scope", self.scope, SCOPES)
 
     @abstractmethod
     def units(self, score: Tensor) -> tuple[Tensor, Tensor]:
@@ -64,8 +68,17 @@ class _Ranked(Granularity):
         if self.scope == "global":
             keep = _keep_lowest_pruned([u for u, _ in units.values()], [s for _, s in units.values()], sparsity)
         else:
-            keep = [_keep_lowest_pruned([u], [s], sparsity)[0] for u, s in units.values()]
+            layer_sparsity = self._layer_sparsities(scores, sparsity)
+            keep = [_keep_lowest_pruned([u], [s], layer_sparsity[name])[0] for name, (u, s) in units.items()]
         return {name: self.expand(k, scores[name].shape) for name, k in zip(scores, keep)}
+
+    def _layer_sparsities(self, scores: Mapping[str, Tensor], sparsity: float) -> dict[str, float]:
+        """Each layer's share of the target: the target itself, or 1 - its Erdős–Rényi(-Kernel) density."""
+        if self.scope == "layer":
+            return dict.fromkeys(scores, sparsity)
+        shapes = {name: tuple(score.shape) for name, score in scores.items()}
+        densities = erdos_renyi_densities(shapes, 1.0 - sparsity, kernel=self.scope == "erk")
+        return {name: 1.0 - density for name, density in densities.items()}
 
 
 def _keep_lowest_pruned(unit_scores: list[Tensor], unit_sizes: list[Tensor], sparsity: float) -> list[Tensor]:

@@ -30,6 +30,7 @@ class MaskSet:
         self.params = dict(params)
         with torch.no_grad():
             self.masks = {name: param.detach() != 0 for name, param in self.params.items()}
+        self.shadows: dict[str, Tensor] | None = None
         self._refresh_multipliers()
 
     def _refresh_multipliers(self) -> None:
@@ -38,6 +39,9 @@ class MaskSet:
         self._names = list(self.params) if self._any_pruned else []
         self._weights = [self.params[name] for name in self._names]
         self._multipliers = [self.masks[name].to(self.params[name].dtype) for name in self._names]
+        if self.shadows is not None:
+            self._shadow_list = [self.shadows[name] for name in self._names]
+            self._inverse = [1 - multiplier for multiplier in self._multipliers]
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.masks)
@@ -73,6 +77,35 @@ class MaskSet:
         if pairs:
             grads, multipliers = zip(*pairs)
             torch._foreach_mul_(list(grads), list(multipliers))
+
+    def keep_shadows(self) -> None:
+        """Keep a dense copy of every masked parameter, so pruned weights can go on training (splicing)."""
+        self.shadows = {name: param.detach().clone() for name, param in self.params.items()}
+        self._refresh_multipliers()
+
+    @torch.no_grad()
+    def restore_shadows_(self) -> None:
+        """Before a step: pruned weights (zero) take their shadow values back, so the optimizer updates them too.
+
+        Their gradients were computed with zeros in the forward pass: the straight-through estimate.
+        """
+        if self._any_pruned:
+            torch._foreach_addcmul_([w.data for w in self._weights], self._shadow_list, self._inverse)
+
+    @torch.no_grad()
+    def save_shadows_(self) -> None:
+        """After a step, before pruned weights are zeroed again: remember every weight's value."""
+        torch._foreach_copy_(list(self.shadows.values()), [param.data for param in self.params.values()])
+
+    def shadow_state_dict(self) -> dict[str, Tensor]:
+        return {name: shadow.clone().cpu() for name, shadow in self.shadows.items()}
+
+    def load_shadow_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        """Restore shadows saved by ``shadow_state_dict``; names and shapes must match."""
+        if set(state) != set(self.shadows) or any(state[name].shape != shadow.shape for name, shadow in self.shadows.items()):
+            raise StateError(f"shadow state does not match the pruned parameters {sorted(self.shadows)}")
+        for name, shadow in self.shadows.items():
+            shadow.copy_(state[name])
 
     def remap(self, remaps: Sequence[ParameterRemap]) -> None:
         """Follow parameters replaced by channel removal: swap them in and slice their masks to match."""
