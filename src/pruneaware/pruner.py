@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,12 @@ from torch import Tensor, nn
 
 from pruneaware.errors import ConfigError, StateError, UsageError
 from pruneaware.masks import MaskSet
-from pruneaware.schedules import Schedule
+from pruneaware.probing.calibration import Calibration, LossFn
+from pruneaware.regrow import Regrow, start_at_zero_
+from pruneaware.rewind import Rewind
+from pruneaware.schedules import Schedule, geometric_targets
 from pruneaware.scope import last_module_of_type, modules_matching
+from pruneaware.splice import Splice
 from pruneaware.structured.channels import ChannelPruner
 from pruneaware.structured.graph import unwrap_model
 from pruneaware.structured.support import check_supported
@@ -33,6 +37,10 @@ class Pruner:
     re-applied), so ``optimizer.step()`` is all a loop calls. Without one, call ``pruner.step()``
     after each optimizer step yourself (and ``pruner.before_step()`` before it when the criterion
     reads gradients).
+
+    Criteria that probe the model at an update (``snip``, ``grasp``, ``obd``) read the first
+    batches of ``calibration_data`` (``(inputs, targets)`` pairs, e.g. the training loader) and
+    score ``loss_fn(model(inputs), targets)``; ``synflow`` needs only ``example_inputs``.
 
     Example::
 
@@ -54,6 +62,8 @@ class Pruner:
         epochs: int | None = None,
         total_steps: int | None = None,
         example_inputs: Any = None,
+        calibration_data: Iterable[tuple[Any, Any]] | None = None,
+        loss_fn: LossFn | None = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -62,6 +72,7 @@ class Pruner:
             total_steps = steps_per_epoch * epochs
         self.length = TrainingLength(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
         self.step_count = 0
+        self.calibration = Calibration(calibration_data, loss_fn, example_inputs)  # for criteria that probe the model (SNIP, GraSP, SynFlow, OBD)
         self.channels = self._build_channel_pruner(example_inputs) if self.recipe.structured else None
         self.masks = MaskSet(self.recipe.scope.build().select(unwrap_model(model)))  # names as in the bare model, also under DDP
         self.schedule = self.criterion = self.granularity = None
@@ -72,7 +83,11 @@ class Pruner:
             self._check_fits_training()
             for name, param in self.params.items():
                 self.granularity.check(name, param)
+        self.rewind, self.splice, self.regrow = self._build_lifecycle()
         self.regularizer = self.recipe.regularizer.build() if self.recipe.regularizer else None
+        if self.regularizer is not None:
+            self.regularizer.start(self.params)
+            self._take_regularizer_masks()
         channel_regularizer = self.recipe.structured.regularizer if self.recipe.structured else None
         self.channel_regularizer = channel_regularizer.build(self.channels) if channel_regularizer else None
         self._param_lr_index = self._index_learning_rates()
@@ -118,12 +133,22 @@ class Pruner:
             self.criterion.observe(self.params)
         if self.channels is not None:
             self.channels.observe()
-        self.masks.mask_gradients_()
+        if self.regularizer is not None:
+            self.regularizer.before_step(self.params, self.masks)
+        if self.regrow is not None and self.schedule.is_update_step(self.step_count + 1):
+            self.regrow.capture(self.params)  # dense gradients for growth, read before pruned ones are zeroed
+        if self._splicing():
+            self.masks.restore_shadows_()  # pruned weights train on, with the straight-through gradient
+        elif self.regularizer is None or not self.regularizer.straight_through:
+            self.masks.mask_gradients_()
 
     def _after_step(self) -> None:
         if self.regularizer is not None:
             learning_rates = self._learning_rates()  # frozen parameters have none and are left alone
             self.regularizer.after_step({n: p for n, p in self.params.items() if n in learning_rates}, learning_rates)
+            self._take_regularizer_masks()
+        if self._splicing():
+            self.masks.save_shadows_()  # before pruned weights are zeroed again
         self.step_count += 1
         if self.channels is not None:
             self._update_channels()
@@ -131,6 +156,8 @@ class Pruner:
             self._prune(self.step_count)
         else:
             self.masks.apply_()
+        if self.rewind is not None:
+            self.rewind.snapshot_if_due(self.step_count)
 
     def target_sparsity(self) -> float:
         """The sparsity the schedule asks for now (0.0 for regularizer-only recipes)."""
@@ -146,6 +173,9 @@ class Pruner:
         The model is an ordinary module before and after; it stays trainable (further training
         without a pruner is free to regrow zeros).
         """
+        if self.regularizer is not None:
+            self.regularizer.finalize(self.params)
+            self._take_regularizer_masks()
         self.masks.apply_()
         self.remove_hooks()
         return self.model
@@ -165,6 +195,9 @@ class Pruner:
             "step": self.step_count,
             "masks": self.masks.state_dict(),
             "criterion": self.criterion.state_dict() if self.criterion else {},
+            "rewind": self.rewind.state_dict() if self.rewind else None,
+            "shadows": self.masks.shadow_state_dict() if self.splice else None,
+            "regularizer": self.regularizer.state_dict() if self.regularizer else {},
             "structure": self.channels.state_dict() if self.channels else None,
         }
 
@@ -181,6 +214,12 @@ class Pruner:
         self.masks.load_state_dict(state["masks"])  # validates first: a rejected state changes nothing
         if self.criterion is not None:
             self.criterion.load_state_dict(state["criterion"])
+        if self.rewind is not None:
+            self.rewind.load_state_dict(state["rewind"])
+        if self.splice is not None:
+            self.masks.load_shadow_state_dict(state["shadows"])
+        if self.regularizer is not None:
+            self.regularizer.load_state_dict(state.get("regularizer", {}))
         self.step_count = int(state["step"])
 
     def _replay_structure(self, structure: Mapping[str, Any] | None) -> None:
@@ -197,17 +236,72 @@ class Pruner:
     # -- internals ------------------------------------------------------------------------------
 
     def _prune(self, step: int) -> None:
-        """Recompute masks at the schedule's target; pruned weights stay pruned (scores forced lowest)."""
+        """Recompute masks at the schedule's target; pruned weights stay pruned (scores forced lowest) unless the recipe splices or regrows.
+
+        A criterion with several ``rounds`` (SynFlow) gets there through exponentially spaced
+        intermediate targets, re-scored after each.
+        """
         target = self.schedule.value_at(step)
+        for round_target in geometric_targets(self.masks.sparsity(), target, self.criterion.rounds):
+            self._prune_to(round_target)
+        if self.regrow is not None:
+            self._regrow(step)
+        if self.rewind is not None:
+            self.rewind.rewind_(step, self.optimizer)
+            self.masks.apply_()  # only the survivors keep their rewound values
+        self.criterion.after_prune()
+        log.debug("step %d: pruned to target %.4f (masked %.4f)", step, target, self.masks.sparsity())
+
+    def _prune_to(self, target: float) -> None:
+        """Score once (after letting the criterion probe the model) and cut to ``target``."""
+        self.criterion.calibrate(unwrap_model(self.model), self.params, self.calibration)
         with torch.no_grad():
             scores = {}
             for name, param in self.params.items():
-                score = self.criterion.score(name, param).float()
-                scores[name] = score.masked_fill(~self.masks[name], float("-inf"))
-        new_masks = self.granularity.masks(scores, target)
+                scores[name] = self.criterion.score(name, param).float()
+        if self.splice is not None:  # scored on the dense weights, pruned ones may come back
+            self.masks.update(self.splice.masks(self.granularity, scores, self.masks.masks, target))
+            return
+        kept = {name: score.masked_fill(~self.masks[name], float("-inf")) for name, score in scores.items()}
+        new_masks = self.granularity.masks(kept, target)
         self.masks.update({name: mask & self.masks[name] for name, mask in new_masks.items()})
-        self.criterion.after_prune()
-        log.debug("step %d: pruned to target %.4f (masked %.4f)", step, target, self.masks.sparsity())
+
+    @torch.no_grad()
+    def _regrow(self, step: int) -> None:
+        """RigL's drop-and-grow on the pruned masks; grown weights and their optimizer statistics start at zero."""
+        old = dict(self.masks.masks)
+        new_masks = self.regrow.swap(old, self.params, step)
+        for name, mask in new_masks.items():
+            start_at_zero_(self.params[name], mask & ~old[name], self.optimizer)
+        self.masks.update(new_masks)
+
+    def _splicing(self) -> bool:
+        """Whether pruned weights still train (DNS): until the schedule's last mask update."""
+        return self.splice is not None and self.step_count < self.schedule.last_step
+
+    def _build_lifecycle(self) -> tuple[Rewind | None, Splice | None, Regrow | None]:
+        """The method's rules around mask updates: rewinding (IMP), splicing (DNS) or regrowth (RigL)."""
+        spec = self.recipe.pruning
+        if spec is None:
+            return None, None, None
+        rewind = spec.rewind.build(unwrap_model(self.model), self.schedule, spec.schedule.unit, self.length) if spec.rewind else None
+        if rewind is not None:
+            if rewind.reset_optimizer and self.optimizer is None:
+                raise UsageError(
+                    "pruning.rewind.optimizer 'reset' restarts the optimizer's statistics at each rewind: pass the optimizer "
+                    "to Pruner, or set optimizer: keep and clear them yourself (optimizer.state.clear())"
+                )
+            rewind.snapshot_if_due(0)
+        splice = spec.splice.build() if spec.splice else None
+        if splice is not None:
+            self.masks.keep_shadows()
+        return rewind, splice, spec.regrow.build(self.schedule) if spec.regrow else None
+
+    def _take_regularizer_masks(self) -> None:
+        """Install the masks a reparametrizing regularizer (L0, SR-STE) decided, if any."""
+        masks = self.regularizer.keep_masks(self.masks)
+        if masks is not None:
+            self.masks.update(masks)
 
     def _update_channels(self) -> None:
         """Let the channel pruner act at this step; keep the optimizer and masks pointing at any new parameters."""

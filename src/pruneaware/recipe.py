@@ -21,8 +21,12 @@ from pruneaware import granularity as gran
 from pruneaware import schedules
 from pruneaware.criteria import CRITERIA, Criterion
 from pruneaware.errors import ConfigError
+from pruneaware.regrow import Regrow
 from pruneaware.regularizers import L1, Regularizer
+from pruneaware.reparam import L0, SRSTE
+from pruneaware.rewind import Rewind
 from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
+from pruneaware.splice import Splice
 from pruneaware.structured.target import ResourceTarget
 
 RECIPE_VERSION = 1
@@ -150,7 +154,7 @@ ScheduleSpec = Annotated[Union[OneShotSpec, ConstantSpec, RampSpec, IterativeSpe
 
 class ElementSpec(_Spec):
     type: Literal["element"] = "element"
-    scope: Literal["layer", "global"] = "global"
+    scope: Literal["layer", "global", "er", "erk"] = "global"
 
     def build(self) -> gran.Granularity:
         return gran.Element(scope=self.scope)
@@ -159,7 +163,7 @@ class ElementSpec(_Spec):
 class BlockSpec(_Spec):
     type: Literal["block"]
     shape: tuple[int, int] = (1, 4)
-    scope: Literal["layer", "global"] = "layer"
+    scope: Literal["layer", "global", "er", "erk"] = "layer"
 
     def build(self) -> gran.Granularity:
         return gran.Block(scope=self.scope, shape=self.shape)
@@ -182,6 +186,45 @@ class NMSpec(_Spec):
 GranularitySpec = Annotated[Union[ElementSpec, BlockSpec, NMSpec], Field(discriminator="type")]
 
 
+class RewindSpec(_Spec):
+    """Lottery-ticket rewinding: after every pruning round the whole model returns to its state at ``to``, then is masked."""
+
+    to: float = Field(0.0, ge=0)
+    """When the snapshot is taken, in the schedule's unit; 0 is the initialization (the original lottery ticket)."""
+    reinit: bool = False
+    """The random-reinitialization control: the last round starts from a fresh initialization instead of the snapshot."""
+    optimizer: Literal["reset", "keep"] = "reset"
+    """reset: momentum and Adam moments start afresh at each rewind, as in a new training run; keep: they carry on."""
+    seed: int = 0
+    """Seed of the fresh initialization drawn by ``reinit``."""
+
+    def build(self, module: Any, schedule: schedules.Schedule, unit: Unit, length: TrainingLength) -> Rewind:
+        at = length.steps(self.to, unit, "pruning.rewind.to")
+        return Rewind(module, at, schedule.update_steps(), reinit=self.reinit, reset_optimizer=self.optimizer == "reset", seed=self.seed)
+
+
+class SpliceSpec(_Spec):
+    """Dynamic network surgery: pruned weights keep training in a dense shadow and are spliced back when they grow."""
+
+    band: float = Field(0.1, ge=0, lt=1)
+    """Hysteresis: kept weights are scored (1 + band) times, pruned ones (1 - band) times, before the cut to the target."""
+
+    def build(self) -> Splice:
+        return Splice(self.band)
+
+
+class RegrowSpec(_Spec):
+    """RigL: at each update after the first, drop the weakest active weights and grow those with the largest gradients."""
+
+    fraction: float = Field(0.3, gt=0, le=1)
+    """Share of each layer's active weights swapped at the first swap (RigL's alpha)."""
+    decay: Literal["cosine", "constant"] = "cosine"
+    """How that share shrinks towards the schedule's last update."""
+
+    def build(self, schedule: schedules.Schedule) -> Regrow:
+        return Regrow(self.fraction, schedule.update_steps()[0], schedule.last_step, self.decay)
+
+
 class PruningSpec(_Spec):
     """What to remove (criterion at a granularity) and how much when (schedule)."""
 
@@ -189,6 +232,12 @@ class PruningSpec(_Spec):
     criterion: str = "magnitude"
     criterion_options: dict[str, Any] = Field(default_factory=dict)
     granularity: GranularitySpec = Field(default_factory=ElementSpec)
+    rewind: RewindSpec | None = None
+    """Rewind survivors to their values at step k after every pruning round (lottery tickets)."""
+    splice: SpliceSpec | None = None
+    """Pruned weights keep training and come back when they grow (dynamic network surgery)."""
+    regrow: RegrowSpec | None = None
+    """Drop weak weights and grow new ones at every update, sparsity held fixed (RigL)."""
 
     @field_validator("granularity", mode="before")
     @classmethod
@@ -221,6 +270,15 @@ class PruningSpec(_Spec):
                     f"schedule final sparsity {expected} for {self.granularity.n}:{self.granularity.m} "
                     f"(that granularity ends at 1 - N/M), not {self.schedule.final}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _one_lifecycle_rule(self) -> PruningSpec:
+        chosen = [name for name in ("rewind", "splice", "regrow") if getattr(self, name) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"at most one of 'rewind', 'splice', 'regrow' in one recipe, not {chosen}")
+        if self.regrow is not None and not isinstance(self.granularity, ElementSpec):
+            raise ValueError(f"granularity 'element' with 'regrow' (RigL swaps single weights), not {self.granularity.type!r}")
         return self
 
     def build_criterion(self) -> Criterion:
@@ -331,7 +389,38 @@ class L1Spec(_Spec):
         return L1(self.strength, self.proximal)
 
 
-RegularizerSpec = Annotated[Union[L1Spec], Field(discriminator="type")]
+class L0Spec(_Spec):
+    """Hard-concrete L0 gates on every weight in scope (Louizos et al. 2018); closed gates become pruned."""
+
+    type: Literal["l0"]
+    strength: float = Field(gt=0)
+    droprate_init: float = Field(0.5, gt=0, lt=1)
+    lr: float = Field(0.01, gt=0)
+    """Learning rate of the Adam that trains the gates (the model's optimizer trains the weights)."""
+    seed: int = 0
+
+    def build(self) -> Regularizer:
+        return L0(self.strength, self.droprate_init, self.lr, self.seed)
+
+
+class SRSTESpec(_Spec):
+    """N:M-sparse forward, dense weights trained by the sparse-refined straight-through estimator (Zhou et al. 2021)."""
+
+    type: Literal["sr_ste"]
+    n: int = 2
+    m: int = 4
+    decay: float = Field(2e-4, ge=0)
+
+    @model_validator(mode="after")
+    def _n_below_m(self) -> SRSTESpec:
+        gran.NM(self.n, self.m)  # raises ConfigError for N >= M or M < 2
+        return self
+
+    def build(self) -> Regularizer:
+        return SRSTE(self.n, self.m, self.decay)
+
+
+RegularizerSpec = Annotated[Union[L1Spec, L0Spec, SRSTESpec], Field(discriminator="type")]
 
 
 class Recipe(_Spec):
@@ -343,6 +432,15 @@ class Recipe(_Spec):
     scope: ScopeSpec = Field(default_factory=ScopeSpec)
     regularizer: RegularizerSpec | None = None
     structured: StructuredSpec | None = None
+
+    @model_validator(mode="after")
+    def _reparametrizing_regularizer_alone(self) -> Recipe:
+        if isinstance(self.regularizer, (L0Spec, SRSTESpec)) and (self.pruning is not None or self.structured is not None):
+            raise ValueError(
+                f"regularizer {self.regularizer.type!r} decides the masks itself; leave out the "
+                f"'{'pruning' if self.pruning is not None else 'structured'}' section"
+            )
+        return self
 
     @model_validator(mode="after")
     def _does_something(self) -> Recipe:

@@ -109,6 +109,8 @@ class PhaseTrainer:
                 steps_per_epoch=self.steps_per_epoch,
                 epochs=spec.epochs,
                 example_inputs=train_data.tensors[0][: spec.batch_size],
+                calibration_data=[tuple(tensor[: spec.batch_size] for tensor in train_data.tensors)],  # SNIP, GraSP, OBD
+                loss_fn=F.cross_entropy,
             )
             if recipe
             else None

@@ -1,7 +1,27 @@
 """Pruning methods: each a small function returning a Recipe composed from the leaves."""
 
+from pruneaware.methods.at_init import grasp, snip, synflow
+from pruneaware.methods.dns import dynamic_surgery
+from pruneaware.methods.fisher import fisher_pruning
 from pruneaware.methods.gmp import gradual_magnitude
+from pruneaware.methods.imp import lottery_ticket
+from pruneaware.methods.l0 import l0_sparsity
 from pruneaware.methods.l1 import l1_sparsity
 from pruneaware.methods.one_shot import one_shot
+from pruneaware.methods.rigl import rigl
+from pruneaware.methods.sr_ste import sr_ste
 
-__all__ = ["gradual_magnitude", "l1_sparsity", "one_shot"]
+__all__ = [
+    "dynamic_surgery",
+    "fisher_pruning",
+    "gradual_magnitude",
+    "grasp",
+    "l0_sparsity",
+    "l1_sparsity",
+    "lottery_ticket",
+    "one_shot",
+    "rigl",
+    "snip",
+    "sr_ste",
+    "synflow",
+]
