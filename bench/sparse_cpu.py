@@ -6,7 +6,9 @@ the same sparsity) at 80/90/95/98%: an MLP 1024→4096→4096→1024 (ReLU) and 
 per sequence. For each sparsity and batch size, ``to_sparse`` converts the pruned model for that
 input shape (per-layer kernels chosen by timing), then the dense-kernel pruned model and the
 converted one are timed side by side in interleaved rounds (bench/latency.py). Printed: per-layer
-decisions with every kernel's time, then end-to-end speedup next to the ideal 1/(1-s).
+decisions with every kernel's time, then end-to-end speedup next to the ideal 1/(1-s). Each case
+first waits for idle CPUs (``--quiet-wait``) and reports the CPU share other processes took during
+it (decisions and timing), so a disturbed row can be seen and measured again.
 
     python bench/sparse_cpu.py [--sparsity 0.8 0.9 0.95 0.98] [--batch 1 64] [--threads 2] [--repeats 40]
 """
@@ -15,11 +17,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 from collections.abc import Callable
 
 import torch
-from latency import environment, prune, side_by_side
+from latency import environment, others_cpu_share, percent, prune, side_by_side, wait_for_quiet
 from torch import Tensor, nn
 
 from pruneaware.export import ConversionReport, to_sparse
@@ -70,10 +71,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=40, help="timed forwards per variant, end to end")
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds the repeats are spread over")
+    parser.add_argument("--decide-repeats", type=int, default=12, help="to_sparse: timed calls per kernel and layer")
+    parser.add_argument("--quiet-wait", type=float, default=300.0, help="seconds to wait for idle CPUs per case")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"date {datetime.date.today()}, {environment(args.threads)}, load average (1 min) {os.getloadavg()[0]:.2f}")
+    print(f"date {datetime.date.today()}, {environment(args.threads)}")
     results = []
     for model_name in args.models:
         build, make_input = MODELS[model_name]
@@ -84,34 +87,39 @@ def main() -> None:
             for batch in args.batch:
                 torch.manual_seed(1)
                 example = make_input(batch)
-                conversion = to_sparse(masked, example, threads=args.threads)
-                load = os.getloadavg()[0]
-                print(f"{model_name}, {sparsity:.0%}, batch {batch} (load {load:.2f}):\n{decisions(conversion)}", flush=True)
-                dense_row, sparse_row = side_by_side(
-                    {"dense": masked, "sparse": conversion.model},
-                    example,
-                    macs_models={"sparse": masked},
-                    threads=args.threads,
-                    repeats=args.repeats,
-                    rounds=args.rounds,
-                )
+                wait_for_quiet(args.quiet_wait)
+                with others_cpu_share() as others:
+                    conversion = to_sparse(
+                        masked, example, threads=args.threads, repeats=args.decide_repeats, rounds=min(4, args.decide_repeats)
+                    )
+                    dense_row, sparse_row = side_by_side(
+                        {"dense": masked, "sparse": conversion.model},
+                        example,
+                        macs_models={"sparse": masked},
+                        threads=args.threads,
+                        repeats=args.repeats,
+                        rounds=args.rounds,
+                    )
+                share = percent(others[0] if others else None)
+                print(f"{model_name}, {sparsity:.0%}, batch {batch} (other processes' CPU: {share}):", flush=True)
+                print(decisions(conversion), flush=True)
                 with torch.no_grad():
                     difference = float((conversion.model(example) - masked(example)).abs().max())
                 kernels = ", ".join(d.kernel or "dense" for d in conversion.layers)
-                results.append((model_name, sparsity, batch, dense_row, sparse_row, kernels, difference))
-    print(f"\nload average (1 min) at the end: {os.getloadavg()[0]:.2f}")
-    print("| model | sparsity | batch | dense ms (p10–p90) | sparse ms (p10–p90) | speedup | ideal 1/(1-s) | MACs ratio | kernels per layer | max abs diff |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for model_name, sparsity, batch, dense_row, sparse_row, kernels, difference in results:
+                results.append((model_name, sparsity, batch, dense_row, sparse_row, kernels, difference, share))
+    print()
+    print("| model | sparsity | batch | dense ms (p10–p90) | sparse ms (p10–p90) | speedup | ideal 1/(1-s) | MACs ratio | kernels per layer | max abs diff | other CPU |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for model_name, sparsity, batch, dense_row, sparse_row, kernels, difference, share in results:
         print(
             f"| {model_name} | {sparsity:.0%} | {batch} "
             f"| {dense_row.median_ms:.3f} ({dense_row.p10_ms:.3f}–{dense_row.p90_ms:.3f}) "
             f"| {sparse_row.median_ms:.3f} ({sparse_row.p10_ms:.3f}–{sparse_row.p90_ms:.3f}) "
             f"| {sparse_row.speedup:.2f}x | {1 / (1 - sparsity):.1f}x | {sparse_row.macs_ratio:.1f}x | {kernels} "
-            f"| {difference:.1e} |"
+            f"| {difference:.1e} | {share} |"
         )
     print()
-    for model_name, sparsity, batch, _, sparse_row, _, _ in results:
+    for model_name, sparsity, batch, _, sparse_row, *_ in results:
         goal = GOALS.get(round(sparsity, 4))
         if goal is not None:
             verdict = "met" if sparse_row.speedup >= goal else f"not met (short by {goal - sparse_row.speedup:.2f}x)"

@@ -81,7 +81,7 @@ def test_every_kernel_matches_dense_linear(family):
     with torch.no_grad():
         layer.weight.mul_(keep)
     layout, _, call = family.partition("/")
-    kernel = Kernel(layout, call, block_size(layer.weight.detach()) if layout == "bsr" else 0)
+    kernel = Kernel(layout, call, block_size(layer.weight.detach()) if layout == "bsr" else 0, 3 if layout == "csr-split" else 1)
     sparse = SparseLinear.from_dense(layer, kernel).eval()
     with torch.no_grad():
         for x in (torch.randn(32), torch.randn(1, 32), torch.randn(5, 32), torch.randn(2, 3, 32)):
@@ -115,6 +115,9 @@ def test_candidates_depend_on_rows_and_blocks():
     blocky = torch.randn(16, 16) * (torch.rand(2, 2) > 0.5).repeat_interleave(8, 0).repeat_interleave(8, 1)
     blocky[0, 0] = 1.0
     assert [k.name for k in candidates(blocky, 64) if k.layout == "bsr"] == ["bsr8/mm", "bsr8/addmm"]
+    wide = torch.randn(8, 4096)  # a 4096 x 64 float32 operand is 1 MiB: four slices of 256 KiB
+    assert [k.name for k in candidates(wide, 64) if k.layout == "csr-split"] == ["csr-split4/addmm"]
+    assert [k.name for k in candidates(wide, 1) if k.layout == "csr-split"] == []
 
 
 @pytest.mark.parametrize("batch", [1, 16])
@@ -210,6 +213,25 @@ def test_state_dict_deepcopy_and_pickle():
         assert torch.equal(copy.deepcopy(saved)(x), expected)
         assert torch.equal(pickle.loads(pickle.dumps(saved))(x), expected)
         assert torch.allclose(saved.double()(x.double()), expected.double(), rtol=RTOL, atol=ATOL)
+
+
+def test_split_csr_state_dict_takes_other_nonzero_counts():
+    torch.manual_seed(0)
+    kernel = Kernel("csr-split", "addmm", splits=3)
+    first, second = nn.Linear(30, 8), nn.Linear(30, 8)
+    zero_out(first.weight, 0.9)
+    zero_out(second.weight, 0.5)
+    target = SparseLinear.from_dense(second, kernel).eval()
+    target.load_state_dict(SparseLinear.from_dense(first, kernel).state_dict())
+    x = torch.randn(5, 30)
+    with torch.no_grad():
+        torch.testing.assert_close(target(x), first(x), rtol=RTOL, atol=ATOL)
+    assert target.weight_crow_indices.shape == (3, 9)
+
+
+def test_kernels_that_do_not_fit_are_explained():
+    report = to_sparse(pruned(mlp(), 0.9), torch.randn(4, 64), min_speedup=0.0, kernels=["csr/mv"], **FAST)
+    assert "kept dense because none of the kernels asked for (csr/mv) fits it at this input: mv takes one row" in str(report)
 
 
 def test_sparse_layers_refuse_gradients():

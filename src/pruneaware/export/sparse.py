@@ -152,7 +152,14 @@ def _decide(
     columns = reference.numel() // reference.shape[-1 if isinstance(layer, nn.Linear) else 1]
     built: dict[str, SparseLayer] = {}
     failed: list[str] = []
-    for kernel in candidates(matrix, columns, families):
+    kernels = candidates(matrix, columns, families)
+    if not kernels:
+        reason = (
+            f"none of the kernels asked for ({', '.join(families)}) fits it at this input: mv takes one row, bsr a "
+            "block-sparse weight, csr-split a dense operand over 256 KiB"
+        )
+        return LayerDecision(name, type(layer).__name__, sparsity, None, reason), None
+    for kernel in kernels:
         try:
             candidate = _sparse_layer(layer, kernel)
             with torch.no_grad():

@@ -32,13 +32,14 @@ class SparseLayer(nn.Module):
         for part, tensor in compress(matrix, kernel).items():
             self.register_buffer(PREFIX + part, tensor)
         self.register_buffer("bias", None if bias is None else bias.detach().clone())
-        self._cache: tuple[tuple[Tensor, ...], Tensor] | None = None
+        self._cache: tuple[tuple[Tensor, ...], tuple[Tensor, ...]] | None = None
 
     def _parts(self) -> dict[str, Tensor]:
         return {name[len(PREFIX):]: tensor for name, tensor in self._buffers.items() if name.startswith(PREFIX)}
 
-    def matrix(self) -> Tensor:
-        """The sparse weight matrix, rebuilt only when a part was replaced (``.to()``, ``load_state_dict``)."""
+    def matrix(self) -> tuple[Tensor, ...]:
+        """The sparse weight matrix as column slices (one unless ``csr-split``), rebuilt only when a part was
+        replaced (``.to()``, ``load_state_dict``)."""
         parts = self._parts()
         current = tuple(parts.values())
         if self._cache is None or any(a is not b for a, b in zip(self._cache[0], current)):
@@ -47,7 +48,7 @@ class SparseLayer(nn.Module):
 
     def dense_weight(self) -> Tensor:
         """The weight as a dense tensor of the original layer's shape."""
-        return self.matrix().to_dense().reshape(self.weight_shape)
+        return torch.cat([part.to_dense() for part in self.matrix()], dim=1).reshape(self.weight_shape)
 
     def _refuse_gradients(self, inputs: Tensor) -> None:
         if not torch.is_grad_enabled():
