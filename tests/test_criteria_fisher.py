@@ -17,14 +17,6 @@ WEIGHTS = torch.tensor([0.5, 2.0, 3.0, 0.2, 1.0, 0.8])
 SALIENCY = 0.5 * CURVATURE * WEIGHTS.square()
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def half_squared_error(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return 0.5 * (output - target).square().mean()
 

@@ -20,14 +20,6 @@ from pruneaware.splice import Splice
 STEPS = 30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def one_layer() -> nn.Module:
     """A 4x4 layer whose weight (0, 0) is the smallest, so it is pruned first."""
     layer = nn.Linear(4, 4, bias=False)

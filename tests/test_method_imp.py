@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import ThreeLayerMLP
 from pruneaware import Pruner, Recipe
 from pruneaware.errors import ConfigError, UsageError
 from pruneaware.methods import lottery_ticket
@@ -19,23 +20,8 @@ STEPS = 3 * ROUND
 PRUNED = ["fc1.weight", "fc2.weight"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(20, 32)
-        self.fc2 = nn.Linear(32, 40)
-        self.head = nn.Linear(40, 4)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+def MLP() -> nn.Module:
+    return ThreeLayerMLP((20, 32, 40, 4))
 
 
 def make_model(seed: int = 0) -> nn.Module:

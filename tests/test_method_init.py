@@ -12,14 +12,6 @@ from pruneaware.probing import SNIP, Calibration, GraSP, SynFlow
 from pruneaware.schedules import geometric_targets
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def at_step_zero(criterion: str, sparsity: float, skip_last: bool = True, **options) -> Recipe:
     schedule = {"type": "one_shot", "sparsity": sparsity, "at": 0, "unit": "step"}
     return Recipe.from_dict(

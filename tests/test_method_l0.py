@@ -11,29 +11,15 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from tests.helpers import ThreeLayerMLP
 from pruneaware import ConfigError, Pruner, Recipe, recipes
 from pruneaware.reparam.l0 import deterministic_gates, expected_l0, sample_gates
 
 STEPS = 120
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(8, 16)
-        self.fc2 = nn.Linear(16, 16)
-        self.head = nn.Linear(16, 3)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+def MLP() -> nn.Module:
+    return ThreeLayerMLP((8, 16, 16, 3))
 
 
 def make_batches(steps: int = STEPS) -> list[tuple[torch.Tensor, torch.Tensor]]:

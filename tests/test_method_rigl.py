@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import ThreeLayerMLP
 from pruneaware import Pruner, Recipe
 from pruneaware.allocation import erdos_renyi_densities
 from pruneaware.errors import ConfigError
@@ -22,23 +23,8 @@ EVERY = 4
 PRUNED = ["fc1.weight", "fc2.weight"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(10, 20)
-        self.fc2 = nn.Linear(20, 40)
-        self.head = nn.Linear(40, 4)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+def MLP() -> nn.Module:
+    return ThreeLayerMLP((10, 20, 40, 4))
 
 
 def make_model(seed: int = 0) -> nn.Module:

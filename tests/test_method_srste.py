@@ -17,14 +17,6 @@ STEPS = 40
 DECAY = 2e-2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class CNN(nn.Module):
     def __init__(self):
         super().__init__()

@@ -13,6 +13,7 @@ from torch import nn
 from torch.nn.modules import module as module_globals
 from torch.nn.utils import parametrize
 
+from tests.helpers import ThreeLayerMLP
 from pruneaware import Pruner, Recipe
 from pruneaware.errors import ConfigError, StateError, UsageError
 from pruneaware.granularity import input_major
@@ -21,26 +22,10 @@ from pruneaware.methods import gradual_magnitude, l1_sparsity, one_shot
 STEPS = 30
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny models: intra-op threads only add contention, so run them on one (restored afterwards)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Shapes are chosen so that 90% of every pruned layer is a whole number of 4x4 blocks and every
 # input dimension is divisible by 4: each granularity can hit 0.9 (or 2:4) exactly.
-class MLP(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.fc1 = nn.Linear(20, 32)
-        self.fc2 = nn.Linear(32, 40)
-        self.head = nn.Linear(40, 4)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+def MLP() -> nn.Module:
+    return ThreeLayerMLP((20, 32, 40, 4))
 
 
 class CNN(nn.Module):
