@@ -194,3 +194,13 @@ def test_a_run_whose_removal_happens_at_step_zero_resumes() -> None:
     other_pruner = pa.Pruner(other, None, at_start, total_steps=4, example_inputs=EXAMPLE)
     with pytest.raises(pa.StateError, match="same initial weights"):
         other_pruner.load_state_dict(saved["pruner"])
+
+
+def test_structured_recipes_do_not_freeze_weights_that_happen_to_be_zero() -> None:
+    model = resnet20()
+    with torch.no_grad():
+        model.stages[0][0].conv1.weight[0, 0] = 0.0  # e.g. a zero-initialised weight
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    pa.Pruner(model, optimizer, recipe({"type": "one_shot", "sparsity": 0.3, "at": 3}), total_steps=4, example_inputs=EXAMPLE)
+    train_step(model, optimizer, 0)
+    assert model.stages[0][0].conv1.weight[0, 0].abs().sum() > 0, "a structured recipe enforced an element mask"

@@ -23,13 +23,18 @@ class MaskSet:
     """Boolean keep-masks (True = keep) for named parameters, starting from their current nonzeros.
 
     Starting from nonzeros means a model loaded from a sparse checkpoint keeps its zeros, and a
-    schedule continues from that sparsity instead of compounding on top of it.
+    schedule continues from that sparsity instead of compounding on top of it. With
+    ``keep_zeros=False`` every mask starts full: nothing is enforced until masks are set (structured
+    recipes remove channels instead, and must not freeze weights that merely happen to be zero).
     """
 
-    def __init__(self, params: Mapping[str, nn.Parameter]):
+    def __init__(self, params: Mapping[str, nn.Parameter], *, keep_zeros: bool = True):
         self.params = dict(params)
         with torch.no_grad():
-            self.masks = {name: param.detach() != 0 for name, param in self.params.items()}
+            if keep_zeros:
+                self.masks = {name: param.detach() != 0 for name, param in self.params.items()}
+            else:
+                self.masks = {name: torch.ones_like(param, dtype=torch.bool) for name, param in self.params.items()}
         self.shadows: dict[str, Tensor] | None = None
         self._refresh_multipliers()
 

@@ -74,7 +74,8 @@ class Pruner:
         self.step_count = 0
         self.calibration = Calibration(calibration_data, loss_fn, example_inputs)  # for criteria that probe the model (SNIP, GraSP, SynFlow, OBD)
         self.channels = self._build_channel_pruner(example_inputs) if self.recipe.structured else None
-        self.masks = MaskSet(self.recipe.scope.build().select(unwrap_model(model)))  # names as in the bare model, also under DDP
+        scope = self.recipe.scope.build().select(unwrap_model(model))  # names as in the bare model, also under DDP
+        self.masks = MaskSet(scope, keep_zeros=self.recipe.structured is None)
         self.schedule = self.criterion = self.granularity = None
         if self.recipe.pruning is not None:
             self.schedule = self.recipe.pruning.schedule.build(self.length)

@@ -18,11 +18,14 @@ from pruneaware.schedules import Schedule
 from torch_pruning._helpers import to_plain_idxs
 
 from pruneaware.structured.attention import AttentionHeads
-from pruneaware.structured.graph import build_dependency_graph, patch_ranker, tracing, unwrap_model
+from pruneaware.structured.graph import build_dependency_graph, editing, patch_ranker, tracing, unwrap_model
 from pruneaware.structured.importance import FisherImportance, GradientImportance, TaylorImportance
 from pruneaware.structured.soft import group_keep_masks, zero_removed_
 from pruneaware.structured.surgery import ParameterRemap, chain, prune_group_tracked
 from pruneaware.structured.target import ResourceTarget
+
+OFFSET_OPS = {tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.EXPAND}
+"""Operations after which a group's indices are offsets into a shared tensor: removing one group shifts the others'."""
 
 GROUP_IMPORTANCE: Registry[Any] = Registry("structured.importance")
 GROUP_IMPORTANCE.register("l1")(lambda: tp.importance.GroupMagnitudeImportance(p=1))
@@ -93,6 +96,7 @@ class ChannelPruner:
             if updates[:1] != [0]:  # a ranking at step 0 fixes them itself
                 self._fix_reference_channel_counts()
         graph = self.ranker.DG
+        self._offsets_move = bool(self.attention.found) or any(node.type in OFFSET_OPS for node in graph.module2node.values())
         self._initial_out = {m: graph.get_out_channels(m) for m in self.model.modules() if m in graph.module2node}
         self._dense_resource = target.measure(self.model, example_inputs) if target is not None else None
 
@@ -142,7 +146,7 @@ class ChannelPruner:
 
     def _ranked_groups(self) -> list[Any]:
         """The channel groups to remove at the ranker's current ratio, each within its layer's cap."""
-        with tracing(self.model):
+        with editing(self.model):
             groups = [self.attention.within_cap(self._within_layer_cap(g), self.ranker) for g in self.ranker.step(interactive=True)]
         self.attention.sync(ranker=self.ranker)  # ranking lowered the ranker's head counts; the model's are the truth
         return [group for group in groups if group is not None]
@@ -150,10 +154,14 @@ class ChannelPruner:
     def _remove(self, groups: list[Any]) -> list[ParameterRemap]:
         """Physically remove ``groups`` (tracked), ending the soft phase if one was running."""
         remaps: list[ParameterRemap] = []
-        with tracing(self.model):
-            for removal in self._describe(groups):  # one at a time: a removal moves the concat offsets later groups map to
-                (group,) = _groups_on(self.ranker.DG, self.model, [removal])
-                remaps.extend(prune_group_tracked(self.model, group))
+        with editing(self.model):
+            if self._offsets_move:  # one at a time: a removal moves the concat/split offsets later groups map to
+                for removal in self._describe(groups):
+                    (group,) = _groups_on(self.ranker.DG, self.model, [removal])
+                    remaps.extend(prune_group_tracked(self.model, group))
+            else:
+                for group in groups:
+                    remaps.extend(prune_group_tracked(self.model, group))
         self.attention.sync(ranker=self.ranker)
         self._soft_groups = []
         self._preview = None
@@ -169,7 +177,7 @@ class ChannelPruner:
         """A copy of the model with ``groups`` removed for real (to measure MACs or parameters)."""
         slim = copy.deepcopy(self.model)
         graph = build_dependency_graph(slim, self.example_inputs)
-        with tracing(slim):
+        with editing(slim):
             for removal in self._describe(groups):
                 (group,) = _groups_on(graph, slim, [removal])
                 group.prune()
@@ -311,7 +319,7 @@ class ChannelPruner:
 
     def _replay(self, history: list[Any]) -> list[ParameterRemap]:
         remaps: list[ParameterRemap] = []
-        with tracing(self.model):
+        with editing(self.model):
             for removal in history:  # one at a time: each group is built on the graph as the previous left it
                 (group,) = _groups_on(self.ranker.DG, self.model, [removal])
                 remaps.extend(prune_group_tracked(self.model, group))

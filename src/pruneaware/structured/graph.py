@@ -87,6 +87,21 @@ def tracing(model: nn.Module) -> Iterator[None]:
             ) from None
 
 
+@contextmanager
+def editing(model: nn.Module) -> Iterator[None]:
+    """Ranking and removal (no forward pass runs, so no module hooks): unexpected failures become a TraceError."""
+    try:
+        yield
+    except PruneawareError:
+        raise
+    except Exception as error:
+        raise TraceError(
+            f"ranking or removing channel groups of {type(model).__name__} failed: {type(error).__name__}: {error}; "
+            "list the modules involved under 'ignore' in the structured section, or prune this model with an "
+            "unstructured granularity"
+        ) from None
+
+
 def build_dependency_graph(model: nn.Module, example_inputs: Any, **options: Any) -> Any:
     """A ``torch_pruning.DependencyGraph`` of ``model`` (unwrapped), leaving its train/eval modes as they were."""
     module = unwrap_model(model)
