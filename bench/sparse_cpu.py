@@ -8,7 +8,8 @@ input shape (per-layer kernels chosen by timing), then the dense-kernel pruned m
 converted one are timed side by side in interleaved rounds (bench/latency.py). Printed: per-layer
 decisions with every kernel's time, then end-to-end speedup next to the ideal 1/(1-s). Each case
 first waits for idle CPUs (``--quiet-wait``) and reports the CPU share other processes took during
-it (decisions and timing), so a disturbed row can be seen and measured again.
+it (decisions and timing); a case disturbed by more than 5% is measured again (``--attempts``), and
+the table keeps the last attempt with its share.
 
     python bench/sparse_cpu.py [--sparsity 0.8 0.9 0.95 0.98] [--batch 1 64] [--threads 2] [--repeats 40]
 """
@@ -20,13 +21,15 @@ import datetime
 from collections.abc import Callable
 
 import torch
-from latency import environment, others_cpu_share, percent, prune, side_by_side, wait_for_quiet
+from latency import Row, environment, others_cpu_share, percent, prune, side_by_side, wait_for_quiet
 from torch import Tensor, nn
 
 from pruneaware.export import ConversionReport, to_sparse
 
 GOALS = {0.9: 1.7, 0.95: 3.5}
 """End-to-end speedup goals per sparsity."""
+QUIET = 0.05
+"""A case is measured again (up to ``--attempts`` times) when other processes took more of the CPUs than this."""
 
 
 class MLPBlock(nn.Module):
@@ -64,6 +67,25 @@ def decisions(conversion: ConversionReport) -> str:
     return "\n".join(lines)
 
 
+def measure_case(
+    masked: nn.Module, example: Tensor, args: argparse.Namespace
+) -> tuple[ConversionReport, Row, Row, float | None]:
+    """Convert ``masked`` for ``example`` and time it against the dense-kernel model; with the CPU share others took."""
+    with others_cpu_share() as others:
+        conversion = to_sparse(
+            masked, example, threads=args.threads, repeats=args.decide_repeats, rounds=min(4, args.decide_repeats)
+        )
+        dense_row, sparse_row = side_by_side(
+            {"dense": masked, "sparse": conversion.model},
+            example,
+            macs_models={"sparse": masked},
+            threads=args.threads,
+            repeats=args.repeats,
+            rounds=args.rounds,
+        )
+    return conversion, dense_row, sparse_row, others[0] if others else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sparsity", nargs="+", type=float, default=[0.8, 0.9, 0.95, 0.98])
@@ -73,6 +95,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="interleaved rounds the repeats are spread over")
     parser.add_argument("--decide-repeats", type=int, default=12, help="to_sparse: timed calls per kernel and layer")
     parser.add_argument("--quiet-wait", type=float, default=300.0, help="seconds to wait for idle CPUs per case")
+    parser.add_argument("--attempts", type=int, default=3, help="measure a case again while others took > 5%% CPU")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -87,22 +110,14 @@ def main() -> None:
             for batch in args.batch:
                 torch.manual_seed(1)
                 example = make_input(batch)
-                wait_for_quiet(args.quiet_wait)
-                with others_cpu_share() as others:
-                    conversion = to_sparse(
-                        masked, example, threads=args.threads, repeats=args.decide_repeats, rounds=min(4, args.decide_repeats)
-                    )
-                    dense_row, sparse_row = side_by_side(
-                        {"dense": masked, "sparse": conversion.model},
-                        example,
-                        macs_models={"sparse": masked},
-                        threads=args.threads,
-                        repeats=args.repeats,
-                        rounds=args.rounds,
-                    )
-                share = percent(others[0] if others else None)
-                print(f"{model_name}, {sparsity:.0%}, batch {batch} (other processes' CPU: {share}):", flush=True)
-                print(decisions(conversion), flush=True)
+                for attempt in range(1, args.attempts + 1):
+                    wait_for_quiet(args.quiet_wait)
+                    conversion, dense_row, sparse_row, others = measure_case(masked, example, args)
+                    share = percent(others)
+                    print(f"{model_name}, {sparsity:.0%}, batch {batch}, attempt {attempt} (other processes' CPU: {share}):")
+                    print(decisions(conversion), flush=True)
+                    if others is None or others <= QUIET:
+                        break
                 with torch.no_grad():
                     difference = float((conversion.model(example) - masked(example)).abs().max())
                 kernels = ", ".join(d.kernel or "dense" for d in conversion.layers)

@@ -115,7 +115,7 @@ def test_candidates_depend_on_rows_and_blocks():
     blocky = torch.randn(16, 16) * (torch.rand(2, 2) > 0.5).repeat_interleave(8, 0).repeat_interleave(8, 1)
     blocky[0, 0] = 1.0
     assert [k.name for k in candidates(blocky, 64) if k.layout == "bsr"] == ["bsr8/mm", "bsr8/addmm"]
-    wide = torch.randn(8, 4096)  # a 4096 x 64 float32 operand is 1 MiB: four slices of 256 KiB
+    wide = torch.randn(8, 3072)  # a 3072 x 64 float32 operand is 768 KiB: four slices of 192 KiB
     assert [k.name for k in candidates(wide, 64) if k.layout == "csr-split"] == ["csr-split4/addmm"]
     assert [k.name for k in candidates(wide, 1) if k.layout == "csr-split"] == []
 

@@ -156,7 +156,7 @@ def _decide(
     if not kernels:
         reason = (
             f"none of the kernels asked for ({', '.join(families)}) fits it at this input: mv takes one row, bsr a "
-            "block-sparse weight, csr-split a dense operand over 256 KiB"
+            "block-sparse weight, csr-split a dense operand over 192 KiB"
         )
         return LayerDecision(name, type(layer).__name__, sparsity, None, reason), None
     for kernel in kernels:

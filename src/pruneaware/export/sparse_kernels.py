@@ -27,7 +27,7 @@ BSR_BLOCKS = (8, 4, 2)
 """Square block sizes tried for BSR, largest first (the MKL sparse back-end takes square blocks only)."""
 MIN_BLOCK_FILL = 0.5
 """BSR is a candidate only when at least this share of the values it stores are nonzero."""
-SPLIT_BYTES = 256 * 1024
+SPLIT_BYTES = 192 * 1024
 """Column-split CSR cuts the input dimension so each slice of the dense operand is at most this large (fits L2)."""
 
 
