@@ -18,3 +18,9 @@ class ThreeLayerMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)))))
+
+
+def random_batches(steps: int, features: int, classes: int, seed: int = 1, batch: int = 8) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``steps`` reproducible (inputs, labels) batches of random data."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.randn(batch, features, generator=generator), torch.randint(0, classes, (batch,), generator=generator)) for _ in range(steps)]

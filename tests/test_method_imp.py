@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import ThreeLayerMLP
+from tests.helpers import ThreeLayerMLP, random_batches
 from pruneaware import Pruner, Recipe
 from pruneaware.errors import ConfigError, UsageError
 from pruneaware.methods import lottery_ticket
@@ -30,8 +30,7 @@ def make_model(seed: int = 0) -> nn.Module:
 
 
 def make_batches(steps: int = STEPS, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 20, generator=generator), torch.randint(0, 4, (8,), generator=generator)) for _ in range(steps)]
+    return random_batches(steps, 20, 4, seed)
 
 
 def ticket(rewind_to: int = 0, **options) -> Recipe:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.helpers import ThreeLayerMLP
+from tests.helpers import ThreeLayerMLP, random_batches
 from pruneaware import Pruner, Recipe
 from pruneaware.allocation import erdos_renyi_densities
 from pruneaware.errors import ConfigError
@@ -33,8 +33,7 @@ def make_model(seed: int = 0) -> nn.Module:
 
 
 def make_batches(steps: int = STEPS, seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn(8, 10, generator=generator), torch.randint(0, 4, (8,), generator=generator)) for _ in range(steps)]
+    return random_batches(steps, 10, 4, seed)
 
 
 def recipe(**options) -> Recipe:

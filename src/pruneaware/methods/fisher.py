@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pruneaware.methods.gmp import cubic_ramp
 from pruneaware.recipe import Recipe
 
 
@@ -21,7 +22,4 @@ def fisher_pruning(
 
     ``begin`` must leave at least one step of gradients before the first update.
     """
-    schedule = {"type": "cubic", "final": final, "begin": begin, "end": end, "every": every, "unit": unit}
-    return Recipe.from_dict(
-        {"name": "fisher", "pruning": {"schedule": schedule, "criterion": "fisher", "granularity": {"type": "element", "scope": scope}}, **recipe_fields}
-    )
+    return cubic_ramp("fisher", "fisher", final, begin, end, every, unit, scope, recipe_fields)

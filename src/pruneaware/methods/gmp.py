@@ -22,11 +22,13 @@ def gradual_magnitude(
     The weights keep training after ``end`` at the final sparsity, so the network recovers
     from the last pruning steps. ``scope='global'`` ranks all layers together.
     """
+    return cubic_ramp("gmp", "magnitude", final, begin, end, every, unit, scope, recipe_fields)
+
+
+def cubic_ramp(
+    name: str, criterion: str, final: float, begin: float, end: float, every: float | None, unit: str, scope: str, recipe_fields: dict[str, Any]
+) -> Recipe:
+    """Element pruning on a cubic ramp with ``criterion``: the shape gradual methods share."""
     schedule = {"type": "cubic", "final": final, "begin": begin, "end": end, "every": every, "unit": unit}
-    return Recipe.from_dict(
-        {
-            "name": "gmp",
-            "pruning": {"schedule": schedule, "criterion": "magnitude", "granularity": {"type": "element", "scope": scope}},
-            **recipe_fields,
-        }
-    )
+    pruning = {"schedule": schedule, "criterion": criterion, "granularity": {"type": "element", "scope": scope}}
+    return Recipe.from_dict({"name": name, "pruning": pruning, **recipe_fields})
