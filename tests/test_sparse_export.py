@@ -1,7 +1,7 @@
 """Sparse-kernel inference layers (to_sparse) and 2:4 conversion (to_semi_structured): outputs, decisions, errors.
 
 Outputs of converted models must match the dense masked model within RTOL = 1e-4 and
-ATOL = 1e-5 (float32; only the order of summation differs).
+ATOL = 1e-5 (float32; only the order of summation differs). Runs on one thread (conftest).
 """
 
 from __future__ import annotations
@@ -24,14 +24,6 @@ from pruneaware.measure import compare_latency
 
 RTOL, ATOL = 1e-4, 1e-5
 FAST = {"warmup": 1, "repeats": 2, "rounds": 1}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def zero_out(weight: torch.Tensor, sparsity: float) -> None:
