@@ -1,21 +1,20 @@
 """Recipes: the validated, serializable description of a pruning run (Python objects or YAML).
 
 A recipe says *how much* (schedule), *what* (criterion at a granularity), *where* (scope) and
-*how enforced* (masks, regularizer). Times are given in steps, epochs or fractions of training
-and resolved to optimizer steps when the Pruner knows the training length. Invalid values raise
-ConfigError naming the field, the value and what is allowed.
+*how enforced* (masks, regularizer). Schedules and training length live in ``recipe_schedules``,
+the structured section in ``recipe_structured``. Invalid values raise ConfigError naming the
+field, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from pruneaware import granularity as gran
 from pruneaware import schedules
@@ -27,130 +26,10 @@ from pruneaware.reparam import L0, SRSTE
 from pruneaware.rewind import Rewind
 from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
 from pruneaware.splice import Splice
-from pruneaware.structured.target import ResourceTarget
+from pruneaware.recipe_schedules import ScheduleSpec, TrainingLength, Unit, _Spec
+from pruneaware.recipe_structured import StructuredSpec
 
 RECIPE_VERSION = 1
-Unit = Literal["step", "epoch", "fraction"]
-
-
-def _sparsity(value: float) -> float:
-    if not 0.0 <= value < 1.0:
-        raise ValueError("a fraction in [0, 1), e.g. 0.9 for 90% of weights removed")
-    return value
-
-
-Sparsity = Annotated[float, AfterValidator(_sparsity)]
-
-
-class _Spec(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrainingLength(BaseModel):
-    """How long training is, so times in epochs or fractions resolve to optimizer steps."""
-
-    steps_per_epoch: int | None = None
-    total_steps: int | None = None
-
-    def steps(self, value: float | None, unit: Unit, field: str) -> int:
-        """Convert a time in ``unit`` to a step count."""
-        if value is None:  # "every" left out: once per epoch, or every step without epochs
-            return self.steps_per_epoch or 1
-        if not math.isfinite(value):
-            raise ConfigError(field, value, f"a finite time in {unit}s")
-        if unit == "step":
-            if value != int(value):
-                raise ConfigError(field, value, "a whole number of steps (or unit: 'fraction' for fractions of training)")
-            return int(value)
-        if unit == "epoch":
-            if not self.steps_per_epoch:
-                raise ConfigError(field, value, "times in steps, or pass steps_per_epoch= to the Pruner for epoch units")
-            return round(value * self.steps_per_epoch)
-        if not self.total_steps:
-            raise ConfigError(field, value, "times in steps, or pass steps_per_epoch= and epochs= to the Pruner for fractions")
-        if not 0.0 <= value <= 1.0:
-            raise ConfigError(field, value, "a fraction of training in [0, 1]")
-        return round(value * self.total_steps)
-
-
-class _ScheduleSpec(_Spec):
-    unit: Unit = "fraction"
-    """Unit of every time field: optimizer steps, epochs, or fractions of the whole run."""
-
-    def _steps(self, length: TrainingLength, name: str) -> int:
-        return length.steps(getattr(self, name), self.unit, f"pruning.schedule.{name}")
-
-    def _every(self, length: TrainingLength) -> int:
-        every = getattr(self, "every")
-        if every is not None and every <= 0:
-            raise ConfigError("pruning.schedule.every", every, f"a positive time between mask updates, in {self.unit}s")
-        return max(self._steps(length, "every"), 1)  # a fraction of a short run can round to 0 steps
-
-
-class OneShotSpec(_ScheduleSpec):
-    type: Literal["one_shot"]
-    sparsity: Sparsity
-    at: float = 0.0
-
-    def build(self, length: TrainingLength) -> schedules.Schedule:
-        return schedules.OneShot(self.sparsity, self._steps(length, "at"))
-
-    @property
-    def final(self) -> float:
-        return self.sparsity
-
-
-class ConstantSpec(_ScheduleSpec):
-    type: Literal["constant"]
-    sparsity: Sparsity
-    begin: float = 0.0
-    end: float = 1.0
-    every: float | None = None
-
-    def build(self, length: TrainingLength) -> schedules.Schedule:
-        return schedules.Constant(self.sparsity, self._steps(length, "begin"), self._steps(length, "end"), self._every(length))
-
-    @property
-    def final(self) -> float:
-        return self.sparsity
-
-
-class RampSpec(_ScheduleSpec):
-    type: Literal["linear", "polynomial", "cubic", "exponential"]
-    final: Sparsity
-    initial: Sparsity = 0.0
-    begin: float = 0.0
-    end: float = 1.0
-    every: float | None = None
-    power: float = 3.0
-
-    def build(self, length: TrainingLength) -> schedules.Schedule:
-        times = (self._steps(length, "begin"), self._steps(length, "end"), self._every(length))
-        if self.type == "linear":
-            return schedules.Linear(self.initial, self.final, *times)
-        if self.type == "exponential":
-            return schedules.Exponential(self.initial, self.final, *times)
-        power = 3.0 if self.type == "cubic" else self.power
-        return schedules.Polynomial(self.initial, self.final, *times, power=power)
-
-
-class IterativeSpec(_ScheduleSpec):
-    type: Literal["iterative"]
-    rounds: int
-    keep: float = 0.8
-    begin: float = 0.0
-    every: float | None = None
-
-    def build(self, length: TrainingLength) -> schedules.Schedule:
-        return schedules.Iterative(self.keep, self.rounds, self._steps(length, "begin"), self._every(length))
-
-    @property
-    def final(self) -> float:
-        return 1.0 - self.keep**self.rounds
-
-
-ScheduleSpec = Annotated[Union[OneShotSpec, ConstantSpec, RampSpec, IterativeSpec], Field(discriminator="type")]
-
 
 class ElementSpec(_Spec):
     type: Literal["element"] = "element"
@@ -286,87 +165,6 @@ class PruningSpec(_Spec):
             return CRITERIA.build(self.criterion, **self.criterion_options)
         except TypeError as error:
             raise ConfigError("pruning.criterion_options", self.criterion_options, f"options {self.criterion!r} accepts ({error})") from None
-
-
-class ResourceTargetSpec(_Spec):
-    """A MACs or parameter budget, as a fraction of the dense model: ``{macs: 0.5}`` or ``{params: 0.4}``."""
-
-    macs: float | None = Field(None, gt=0, lt=1)
-    params: float | None = Field(None, gt=0, lt=1)
-
-    @model_validator(mode="after")
-    def _exactly_one(self) -> ResourceTargetSpec:
-        if (self.macs is None) == (self.params is None):
-            raise ValueError("exactly one of 'macs' or 'params', e.g. target: {macs: 0.5}")
-        return self
-
-    def build(self) -> ResourceTarget:
-        if self.macs is not None:
-            return ResourceTarget("macs", self.macs)
-        return ResourceTarget("params", self.params)
-
-
-class ChannelRegularizerSpec(_Spec):
-    """A penalty on coupled channel groups while the structured schedule ramps, added by ``Pruner.penalty()``."""
-
-    type: Literal["group_lasso", "bn_scale", "growing"]
-    strength: float = Field(gt=0)
-    alpha: float = Field(1.0, ge=1)
-    """group_lasso only: the weakest channel of a group is penalised up to alpha times more than the strongest."""
-
-    @model_validator(mode="after")
-    def _alpha_for_group_lasso(self) -> ChannelRegularizerSpec:
-        if self.alpha != 1 and self.type != "group_lasso":
-            raise ValueError(f"'alpha' only with type: group_lasso (type {self.type!r} has no per-channel scaling)")
-        return self
-
-    def build(self, channels: Any) -> Any:
-        from pruneaware.structured.regularizers import build_channel_regularizer
-
-        return build_channel_regularizer(self.type, channels, self.strength, self.alpha)
-
-
-class StructuredSpec(_Spec):
-    """Channel pruning with physical removal: how much (schedule of the fraction of channels), ranked how."""
-
-    schedule: ScheduleSpec
-    importance: str = "l2"
-    allocation: Literal["global", "uniform"] = "global"
-    ignore: tuple[str, ...] = ()
-    """Glob patterns of modules whose output channels are never removed (the classifier is added by scope.skip_last)."""
-    max_layer_ratio: float = Field(0.9, gt=0, le=1)
-    round_to: int | None = Field(None, ge=1)
-    phase: Literal["hard", "soft"] = "hard"
-    """hard: remove channels at every update; soft: zero them (reversibly) until ``remove_at``, then remove."""
-    remove_at: float | Literal["end"] = "end"
-    """Soft phase only: when the zeroed channels are removed, in the schedule's unit ('end': its last update)."""
-    target: ResourceTargetSpec | None = None
-    """Stop pruning (and end a soft phase) as soon as MACs or parameters fall to this fraction of dense."""
-    heads: bool = True
-    """Attention modules lose whole heads (true) or the same dimensions from every head (false)."""
-    regularizer: ChannelRegularizerSpec | None = None
-    """A penalty on whole channel groups (group_lasso, bn_scale, growing) that prepares channels for removal."""
-
-    @model_validator(mode="after")
-    def _remove_at_needs_soft(self) -> StructuredSpec:
-        if self.remove_at != "end" and self.phase != "soft":
-            raise ValueError("'remove_at' only with phase: soft (a hard phase removes channels at every update)")
-        return self
-
-    def removal_step(self, length: TrainingLength) -> int | None:
-        """The step at which a soft phase ends (None: the schedule's last update)."""
-        if self.remove_at == "end":
-            return None
-        return length.steps(self.remove_at, self.schedule.unit, "structured.remove_at")
-
-    @field_validator("importance")
-    @classmethod
-    def _known_importance(cls, name: str) -> str:
-        from pruneaware.structured.channels import GROUP_IMPORTANCE
-
-        if name not in GROUP_IMPORTANCE:
-            raise ValueError(f"one of {GROUP_IMPORTANCE.names()}")
-        return name
 
 
 class ScopeSpec(_Spec):

@@ -1,0 +1,90 @@
+"""The ``structured`` recipe section: channel and head removal, its phases, targets and regularizers."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from pruneaware.recipe_schedules import ScheduleSpec, TrainingLength, _Spec
+from pruneaware.structured.target import ResourceTarget
+
+class ResourceTargetSpec(_Spec):
+    """A MACs or parameter budget, as a fraction of the dense model: ``{macs: 0.5}`` or ``{params: 0.4}``."""
+
+    macs: float | None = Field(None, gt=0, lt=1)
+    params: float | None = Field(None, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ResourceTargetSpec:
+        if (self.macs is None) == (self.params is None):
+            raise ValueError("exactly one of 'macs' or 'params', e.g. target: {macs: 0.5}")
+        return self
+
+    def build(self) -> ResourceTarget:
+        if self.macs is not None:
+            return ResourceTarget("macs", self.macs)
+        return ResourceTarget("params", self.params)
+
+
+class ChannelRegularizerSpec(_Spec):
+    """A penalty on coupled channel groups while the structured schedule ramps, added by ``Pruner.penalty()``."""
+
+    type: Literal["group_lasso", "bn_scale", "growing"]
+    strength: float = Field(gt=0)
+    alpha: float = Field(1.0, ge=1)
+    """group_lasso only: the weakest channel of a group is penalised up to alpha times more than the strongest."""
+
+    @model_validator(mode="after")
+    def _alpha_for_group_lasso(self) -> ChannelRegularizerSpec:
+        if self.alpha != 1 and self.type != "group_lasso":
+            raise ValueError(f"'alpha' only with type: group_lasso (type {self.type!r} has no per-channel scaling)")
+        return self
+
+    def build(self, channels: Any) -> Any:
+        from pruneaware.structured.regularizers import build_channel_regularizer
+
+        return build_channel_regularizer(self.type, channels, self.strength, self.alpha)
+
+
+class StructuredSpec(_Spec):
+    """Channel pruning with physical removal: how much (schedule of the fraction of channels), ranked how."""
+
+    schedule: ScheduleSpec
+    importance: str = "l2"
+    allocation: Literal["global", "uniform"] = "global"
+    ignore: tuple[str, ...] = ()
+    """Glob patterns of modules whose output channels are never removed (the classifier is added by scope.skip_last)."""
+    max_layer_ratio: float = Field(0.9, gt=0, le=1)
+    round_to: int | None = Field(None, ge=1)
+    phase: Literal["hard", "soft"] = "hard"
+    """hard: remove channels at every update; soft: zero them (reversibly) until ``remove_at``, then remove."""
+    remove_at: float | Literal["end"] = "end"
+    """Soft phase only: when the zeroed channels are removed, in the schedule's unit ('end': its last update)."""
+    target: ResourceTargetSpec | None = None
+    """Stop pruning (and end a soft phase) as soon as MACs or parameters fall to this fraction of dense."""
+    heads: bool = True
+    """Attention modules lose whole heads (true) or the same dimensions from every head (false)."""
+    regularizer: ChannelRegularizerSpec | None = None
+    """A penalty on whole channel groups (group_lasso, bn_scale, growing) that prepares channels for removal."""
+
+    @model_validator(mode="after")
+    def _remove_at_needs_soft(self) -> StructuredSpec:
+        if self.remove_at != "end" and self.phase != "soft":
+            raise ValueError("'remove_at' only with phase: soft (a hard phase removes channels at every update)")
+        return self
+
+    def removal_step(self, length: TrainingLength) -> int | None:
+        """The step at which a soft phase ends (None: the schedule's last update)."""
+        if self.remove_at == "end":
+            return None
+        return length.steps(self.remove_at, self.schedule.unit, "structured.remove_at")
+
+    @field_validator("importance")
+    @classmethod
+    def _known_importance(cls, name: str) -> str:
+        from pruneaware.structured.channels import GROUP_IMPORTANCE
+
+        if name not in GROUP_IMPORTANCE:
+            raise ValueError(f"one of {GROUP_IMPORTANCE.names()}")
+        return name
