@@ -11,15 +11,15 @@ from torch import Tensor
 from pruneaware.pruner import Pruner
 
 
-def sample_batch(dataloader: Any, device: torch.device | None = None) -> Any:
-    """The first ``batch_size`` examples of a map-style dataset, collated as the loader would; else the loader's first batch.
+def sample_batch(dataloader: Any, device: torch.device | None = None, size: int | None = None) -> Any:
+    """The first ``size`` (default: the loader's batch size) examples of a map-style dataset, collated as the loader would; else the loader's first batch.
 
     Indexing the dataset draws no random numbers, so building a pruner does not shift the
     shuffling or dropout of the run it joins.
     """
     dataset = getattr(dataloader, "dataset", None)
     collate = getattr(dataloader, "collate_fn", None)
-    size = getattr(dataloader, "batch_size", None) or 1
+    size = size or getattr(dataloader, "batch_size", None) or 1
     if collate is not None and hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__") and len(dataset) > 0:
         batch = collate([dataset[index] for index in range(min(size, len(dataset)))])
     else:
