@@ -13,6 +13,8 @@ from pruneaware.compare.records import RunRecord  # noqa: E402
 from pruneaware.compare.spec import DENSE, ComparisonSpec  # noqa: E402
 from pruneaware.compare.table import aggregate  # noqa: E402
 
+MARKERS = "osD^v<>pP*Xh"
+
 
 def plot_comparison(spec: ComparisonSpec, records: list[RunRecord], path: Path) -> Path:
     """Each point sits at the sparsity counted from the weights (mean over seeds), error bars one std of accuracy."""
@@ -23,7 +25,8 @@ def plot_comparison(spec: ComparisonSpec, records: list[RunRecord], path: Path) 
         low, high = 100 * (dense.accuracy_mean - dense.accuracy_std), 100 * (dense.accuracy_mean + dense.accuracy_std)
         axis.axhspan(low, high, color="grey", alpha=0.25, label="dense (mean ± std)")
         axis.axhline(100 * dense.accuracy_mean, color="grey", linewidth=1)
-    for method in spec.methods:
+    colors = plt.get_cmap("tab20").colors
+    for index, method in enumerate(spec.methods):
         points = sorted(((cell.sparsity_mean, cell) for (label, _), cell in cells.items() if label == method.label), key=lambda point: point[0])
         if not points:
             continue
@@ -31,7 +34,7 @@ def plot_comparison(spec: ComparisonSpec, records: list[RunRecord], path: Path) 
             [100 * sparsity for sparsity, _ in points],
             [100 * cell.accuracy_mean for _, cell in points],
             yerr=[100 * cell.accuracy_std for _, cell in points],
-            marker="o", markersize=4, capsize=2, linewidth=1.2, label=method.label,
+            marker=MARKERS[index % len(MARKERS)], color=colors[(2 * index) % 20 + (index >= 10)], markersize=4, capsize=2, linewidth=1.2, label=method.label,
         )
     axis.set(xlabel="sparsity of prunable weights, counted (%)", ylabel="test accuracy (%)", title=f"{spec.name}: {spec.model} on {spec.dataset}, {spec.epochs} epochs per run")
     axis.grid(alpha=0.3)
