@@ -27,8 +27,9 @@ def load_smollm2(path: str | Path | None = None) -> tuple[Any, Any]:
 
     tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
     model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32)
-    model.config.quantization_config = None  # the weights are plain fp32 now; nothing is quantized
-    model.hf_quantizer = None
+    if getattr(model, "hf_quantizer", None) is not None:  # the weights are plain fp32 now: nothing stays quantized
+        model.hf_quantizer.remove_quantization_config(model)
+        model.config._is_quantized = False
     return model.eval(), tokenizer
 
 
