@@ -10,8 +10,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from tests.helpers import ThreeLayerMLP, random_batches
-from pruneaware import Pruner
-from pruneaware.methods.movement import movement_pruning
+from pruneaware import ConfigError, Pruner, Recipe
+from pruneaware.methods.movement import movement_pruning, soft_movement
 
 STEPS = 40
 
@@ -108,3 +108,121 @@ def test_hard_resume_mid_run_is_bit_identical(stop_at):
         assert torch.equal(a, c), name
     for name, score in pruner_a.criterion.buffers.items():
         assert torch.equal(score, pruner_c.criterion.buffers[name]), name
+
+
+# -- soft movement --------------------------------------------------------------------------------
+
+
+def soft_run(strength: float, seed: int = 0, momentum: bool = True, **options) -> tuple[nn.Module, torch.optim.Optimizer, Pruner]:
+    model = mlp(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01) if momentum else torch.optim.SGD(model.parameters(), lr=0.1)
+    return model, optimizer, Pruner(model, optimizer, soft_movement(strength, **options), total_steps=STEPS)
+
+
+def test_soft_keeps_exactly_the_weights_scored_above_the_threshold_and_returns_them_with_their_value():
+    model, optimizer, pruner = soft_run(0.0, momentum=False, threshold=0.2, lr=1e-6, optimizer="sgd")
+    scores = pruner.regularizer.scores
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for score in scores.values():  # well clear of the threshold: the tiny score lr cannot move them across
+            score.copy_(torch.where(torch.rand(score.shape, generator=generator) < 0.6, -0.5, 1.0))
+    batches = random_batches(6, 20, 4)
+    for batch in batches:
+        train(model, optimizer, pruner, [batch])
+        for name, param in pruner.params.items():
+            kept = scores[name] > 0.2
+            assert torch.equal(pruner.masks[name], kept)
+            assert torch.equal(param.detach(), pruner.regularizer.shadow.dense[name] * kept)  # pruned: exactly 0
+    assert pruner.summary().sparsity == pytest.approx(0.6, abs=0.05)
+    weight, dense = pruner.params["fc1.weight"], pruner.regularizer.shadow.dense["fc1.weight"]
+    pruned = (~pruner.masks["fc1.weight"]).nonzero()[0].tolist()
+    latent = float(dense[tuple(pruned)])
+    assert latent != 0.0  # the dense value of a pruned weight is kept
+    with torch.no_grad():
+        scores["fc1.weight"][tuple(pruned)] = 1.0  # its score climbs back above the threshold
+    train(model, optimizer, pruner, batches[:1])
+    assert bool(pruner.masks["fc1.weight"][tuple(pruned)])
+    assert float(weight.detach()[tuple(pruned)]) == latent  # while pruned it got no gradient, and it returns as it was
+
+
+def test_soft_scores_accumulate_movement_and_the_penalty_pulls_every_score_down():
+    lr, init, strength = 0.5, 5.0, 3.0  # init far above the threshold: nothing is pruned, both runs see the same weights
+    runs = {}
+    for penalty_strength in (0.0, strength):
+        model = mlp()
+        optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+        params = dict(model.named_parameters())
+        movement = {name: torch.zeros_like(params[name]) for name in ("fc1.weight", "fc2.weight")}
+
+        def accumulate(optimizer, args, kwargs, params=params, movement=movement):
+            for name, total in movement.items():
+                total -= params[name].detach() * params[name].grad
+
+        optimizer.register_step_pre_hook(accumulate)
+        pruner = Pruner(model, optimizer, soft_movement(penalty_strength, init=init, lr=lr, optimizer="sgd"), total_steps=STEPS)
+        train(model, optimizer, pruner, random_batches(10, 20, 4))
+        assert pruner.summary().sparsity == 0.0
+        runs[penalty_strength] = ({name: s.detach().clone() for name, s in pruner.regularizer.scores.items()}, movement)
+    plain, movement = runs[0.0]
+    for name, score in plain.items():  # S_T = init - lr * sum_t W_t * dL/dW_t
+        torch.testing.assert_close(score, init + lr * movement[name], rtol=1e-5, atol=1e-6)
+    penalized, _ = runs[strength]
+    count = sum(score.numel() for score in plain.values())
+    sigmoid = torch.sigmoid(torch.tensor(init))
+    first_step = lr * strength * float(sigmoid * (1 - sigmoid)) / count  # d/dS of strength * mean(sigmoid(S))
+    for name, score in penalized.items():
+        assert bool((score < plain[name]).all())
+        assert float((plain[name] - score).min()) > 9 * first_step  # ten steps, each pulling at least ~first_step
+
+
+def test_soft_achieved_sparsity_rises_with_the_regularizer_strength():
+    batches = random_batches(60, 20, 4)
+    achieved = []
+    for strength in (0.0, 1.0, 10.0):
+        model, optimizer, pruner = soft_run(strength, lr=0.05)
+        model.train()
+        for x, y in batches:
+            loss = F.cross_entropy(model(x), y) + pruner.penalty()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        pruner.finalize()
+        achieved.append(pruner.summary().sparsity)
+        for name, param in pruner.params.items():
+            assert torch.equal(param.detach() != 0, pruner.regularizer.scores[name] > 0.0)
+    assert achieved[0] < 0.05 and achieved[1] > achieved[0] + 0.2 and achieved[2] > achieved[1] + 0.3, achieved
+
+
+@pytest.mark.parametrize("stop_at", [5, 23])
+def test_soft_resume_mid_run_is_bit_identical(stop_at):
+    batches = random_batches(STEPS, 20, 4)
+    model_a, optimizer_a, pruner_a = soft_run(3.0, lr=0.05)
+    train(model_a, optimizer_a, pruner_a, batches)
+    assert 0.2 < pruner_a.summary().sparsity < 0.95
+    model_b, optimizer_b, pruner_b = soft_run(3.0, lr=0.05)
+    train(model_b, optimizer_b, pruner_b, batches, stop=stop_at)
+    state = copy.deepcopy({"model": model_b.state_dict(), "optimizer": optimizer_b.state_dict(), "pruner": pruner_b.state_dict()})
+    model_c, optimizer_c, pruner_c = soft_run(3.0, seed=5, lr=0.05)
+    pruner_c.load_state_dict(state["pruner"])
+    model_c.load_state_dict(state["model"])
+    optimizer_c.load_state_dict(state["optimizer"])
+    train(model_c, optimizer_c, pruner_c, batches, start=stop_at)
+    for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
+        assert torch.equal(a, c), name
+    for name in pruner_a.params:
+        assert torch.equal(pruner_a.regularizer.scores[name], pruner_c.regularizer.scores[name]), name
+        assert torch.equal(pruner_a.regularizer.shadow.dense[name], pruner_c.regularizer.shadow.dense[name]), name
+        assert torch.equal(pruner_a.masks[name], pruner_c.masks[name]), name
+
+
+def test_soft_movement_recipe_and_bad_values():
+    regularizer = soft_movement(2.0, threshold=-1.0, init=0.0).regularizer
+    assert (regularizer.type, regularizer.strength, regularizer.threshold, regularizer.init) == ("soft_movement", 2.0, -1.0, 0.0)
+    with pytest.raises(ConfigError, match="above the threshold"):
+        soft_movement(1.0, threshold=1.0, init=1.0)
+    with pytest.raises(ConfigError, match="strength"):
+        soft_movement(-1.0)
+    with pytest.raises(ConfigError, match="optimizer"):
+        soft_movement(1.0, optimizer="rmsprop")
+    with pytest.raises(ConfigError, match="decides the masks itself"):
+        Recipe.from_dict({"regularizer": {"type": "soft_movement", "strength": 1.0}, "pruning": {"schedule": {"type": "one_shot", "sparsity": 0.5}}})

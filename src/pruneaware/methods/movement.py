@@ -1,7 +1,8 @@
 """Movement pruning (Sanh et al. 2020): keep the weights that fine-tuning moves away from zero.
 
-Hard movement is a cubic ramp with the ``movement`` criterion: top-k of the scores ``-sum_t w * dL/dw``
-accumulated over the run.
+Hard movement is a cubic ramp with the ``movement`` criterion (top-k of the scores ``-sum_t w * dL/dw``
+accumulated over the run); soft movement learns a score per weight and keeps those above a threshold,
+a regularizer on the scores deciding how many survive.
 """
 
 from __future__ import annotations
@@ -29,3 +30,22 @@ def movement_pruning(
     """
     return cubic_ramp("movement", "movement", final, begin, end, every, unit, allocation, recipe_fields)
 
+
+def soft_movement(
+    strength: float = 1.0,
+    *,
+    threshold: float = 0.0,
+    init: float = 1.0,
+    lr: float = 0.01,
+    optimizer: str = "adam",
+    **recipe_fields: Any,
+) -> Recipe:
+    """Soft movement: learned scores S start at ``init``; a weight is kept while its score exceeds ``threshold``.
+
+    Scores follow the straight-through gradient ``dL/dW' * W`` (so they accumulate movement) plus
+    the gradient of ``strength * mean(sigmoid(S))`` from ``pruner.penalty()``, which pushes them
+    down: the achieved sparsity is set by ``strength`` (and the threshold), not by a target.
+    ``lr`` and ``optimizer`` (``adam`` or ``sgd``) are the scores' own.
+    """
+    regularizer = {"type": "soft_movement", "strength": strength, "threshold": threshold, "init": init, "lr": lr, "optimizer": optimizer}
+    return Recipe.from_dict({"name": "soft-movement", "regularizer": regularizer, **recipe_fields})
