@@ -95,63 +95,79 @@ def finetune(model: nn.Module, pattern: float | str | None, windows: torch.Tenso
     return seconds
 
 
-def smollm_one_shot(args: argparse.Namespace, results: dict[str, Any], save: Callable[[], None]) -> dict[str, Any]:
-    """Dense and one-shot perplexities; returns what the fine-tune stage continues from."""
-    start = time.perf_counter()
-    model, tokenizer = pa.llm.load_smollm2()
-    heldout = pa.llm.encode(tokenizer, load_plays("heldout"))
-    train = pa.llm.encode(tokenizer, load_plays("train"))
-    console.print(f"SmolLM2-135M loaded and plays tokenized in {time.perf_counter() - start:.0f} s: {train.numel():,} train tokens, {heldout.numel():,} held-out")
-    evaluation = pa.llm.spaced_windows(heldout, args.window, args.eval_windows)
-    calibration = list(pa.llm.random_windows(train, args.window, args.calibration, seed=0).split(args.calibration_batch))
-    prefix = "model.layers"
-    dense_weights = block_weights(model, prefix)
+class SmolLM:
+    """SmolLM2-135M with its data: held-out evaluation windows, calibration batches, the dense block weights."""
 
-    def measure(label: str) -> float:
+    prefix = "model.layers"
+
+    def __init__(self, args: argparse.Namespace):
+        start = time.perf_counter()
+        self.args = args
+        self.model, tokenizer = pa.llm.load_smollm2()
+        heldout = pa.llm.encode(tokenizer, load_plays("heldout"))
+        self.train = pa.llm.encode(tokenizer, load_plays("train"))
+        console.print(f"SmolLM2-135M loaded and plays tokenized in {time.perf_counter() - start:.0f} s: {self.train.numel():,} train tokens, {heldout.numel():,} held-out")
+        self.evaluation = pa.llm.spaced_windows(heldout, args.window, args.eval_windows)
+        self.calibration = list(pa.llm.random_windows(self.train, args.window, args.calibration, seed=0).split(args.calibration_batch))
+        self.dense = block_weights(self.model, self.prefix)
+
+    def perplexity(self, label: str) -> float:
         t = time.perf_counter()
-        value = pa.llm.perplexity(model, evaluation, batch_size=args.eval_batch)
+        value = pa.llm.perplexity(self.model, self.evaluation, batch_size=self.args.eval_batch)
         console.print(f"  {label}: perplexity {value:.2f} ({time.perf_counter() - t:.0f} s to evaluate)")
         return value
 
-    smol = results.setdefault("smollm2", {"one_shot": [], "finetune": []})
-    smol["dense_perplexity"] = measure("dense")
+    def prune(self, method: str, pattern: float | str) -> dict[str, Any]:
+        """Prune the dense model one-shot; the row of the one-shot table."""
+        restore(self.model, self.dense)
+        t = time.perf_counter()
+        one_shot(self.model, method, pattern, self.calibration, f"{self.prefix}.*")
+        seconds = time.perf_counter() - t
+        label = f"{method} {pa.llm.parse_target(pattern)}"
+        console.print(f"{label}: pruned in {seconds:.0f} s, block sparsity {block_sparsity(self.model, self.prefix):.4f}")
+        return {"method": method, "pattern": str(pattern), "perplexity": self.perplexity(label), "prune_seconds": round(seconds, 1),
+                "block_sparsity": round(block_sparsity(self.model, self.prefix), 6)}
+
+
+def smollm_one_shot(smol: SmolLM, results: dict[str, Any], save: Callable[[], None]) -> None:
+    """Dense perplexity, then each method at 50% and 2:4 from the same dense weights."""
+    table = results.setdefault("smollm2", {})
+    table["dense_perplexity"] = smol.perplexity("dense")
+    table["one_shot"] = []
     save()
-    pruned: dict[str, dict[str, torch.Tensor]] = {"dense": dense_weights}
     for pattern in (0.5, "2:4"):
         for method in METHODS:
-            restore(model, dense_weights)
-            t = time.perf_counter()
-            one_shot(model, method, pattern, calibration, f"{prefix}.*")
-            seconds = time.perf_counter() - t
-            label = f"{method} {pa.llm.parse_target(pattern)}"
-            console.print(f"{label}: pruned in {seconds:.0f} s, block sparsity {block_sparsity(model, prefix):.4f}")
-            smol["one_shot"].append(
-                {"method": method, "pattern": str(pattern), "perplexity": measure(label), "prune_seconds": round(seconds, 1),
-                 "block_sparsity": round(block_sparsity(model, prefix), 6)}
-            )
+            table["one_shot"].append(smol.prune(method, pattern))
             save()
-            if str(pattern) == str(args.finetune_pattern):
-                pruned[method] = block_weights(model, prefix)
-    return {"model": model, "train": train, "pruned": pruned, "measure": measure, "prefix": prefix}
 
 
-def smollm_finetune(stage: dict[str, Any], args: argparse.Namespace, results: dict[str, Any], save: Callable[[], None]) -> None:
-    """The same short fine-tune from the best one-shot start, from magnitude, and from dense (the domain-adaptation control)."""
-    smol, model, prefix = results["smollm2"], stage["model"], stage["prefix"]
+def smollm_finetune(smol: SmolLM, results: dict[str, Any], save: Callable[[], None]) -> None:
+    """The same short fine-tune from a Wanda or SparseGPT start, from magnitude, and from dense (the domain-adaptation control)."""
+    args, table = smol.args, results.setdefault("smollm2", {})
     pattern = args.finetune_pattern
-    rows = {r["method"]: r["perplexity"] for r in smol["one_shot"] if r["pattern"] == str(pattern)}
-    best = min(("wanda", "sparsegpt"), key=rows.__getitem__)
-    windows = pa.llm.random_windows(stage["train"], args.finetune_seq, args.steps * args.batch, seed=1)
-    for method in (best, "magnitude", "dense"):
-        restore(model, stage["pruned"][method])
+    one_shot_rows = {r["method"]: r for r in table.get("one_shot", []) if r["pattern"] == str(pattern)}
+    start = args.finetune_from
+    if start == "best":
+        if not one_shot_rows:
+            raise SystemExit("--finetune-from best needs the oneshot stage in the same run; name wanda or sparsegpt instead")
+        start = min(("wanda", "sparsegpt"), key=lambda m: one_shot_rows[m]["perplexity"])
+    windows = pa.llm.random_windows(smol.train, args.finetune_seq, args.steps * args.batch, seed=1)
+    table["finetune"] = []
+    for method in (start, "magnitude", "dense"):
         held = None if method == "dense" else pattern
+        if held is None:
+            restore(smol.model, smol.dense)
+            if "dense_perplexity" not in table:
+                table["dense_perplexity"] = smol.perplexity("dense")
+            before = table["dense_perplexity"]
+        else:  # pruned again from the dense weights: the same start as the one-shot table's, seeds and data fixed
+            before = smol.prune(method, held)["perplexity"]
         console.print(f"fine-tune from {method} {'' if held is None else pa.llm.parse_target(held)}")
-        seconds = finetune(model, held, windows, args)
-        smol["finetune"].append(
-            {"start": method, "pattern": None if held is None else str(held),
-             "perplexity_before": smol["dense_perplexity"] if held is None else rows[method],
-             "perplexity_after": stage["measure"](f"after fine-tune from {method}"), "seconds_per_step": round(seconds, 2),
-             "block_sparsity": round(block_sparsity(model, prefix), 6)}
+        seconds = finetune(smol.model, held, windows, args)
+        table["finetune"].append(
+            {"start": method, "pattern": None if held is None else str(held), "perplexity_before": before,
+             "perplexity_after": smol.perplexity(f"after fine-tune from {method}"), "seconds_per_step": round(seconds, 2),
+             "block_sparsity": round(block_sparsity(smol.model, smol.prefix), 6)}
         )
         save()
 
@@ -199,8 +215,8 @@ def run_minilm(args: argparse.Namespace, results: dict[str, Any], save: Callable
 
 
 def print_tables(results: dict[str, Any]) -> None:
-    smol = results.get("smollm2")
-    if smol:
+    smol = results.get("smollm2", {})
+    if smol.get("one_shot"):
         table = Table(title=f"SmolLM2-135M, held-out perplexity (dense {smol['dense_perplexity']:.2f})")
         table.add_column("method")
         for pattern in ("0.5", "2:4"):
@@ -209,13 +225,13 @@ def print_tables(results: dict[str, Any]) -> None:
             cells = [next((f"{r['perplexity']:.2f}" for r in smol["one_shot"] if r["method"] == method and r["pattern"] == p), "-") for p in ("0.5", "2:4")]
             table.add_row(method, *cells)
         console.print(table)
-        if smol["finetune"]:
-            table = Table(title="after the pruning-aware fine-tune")
-            for column in ("start", "pattern", "before", "after", "s/step"):
-                table.add_column(column)
-            for r in smol["finetune"]:
-                table.add_row(r["start"], r["pattern"] or "dense", f"{r['perplexity_before']:.2f}", f"{r['perplexity_after']:.2f}", f"{r['seconds_per_step']:.1f}")
-            console.print(table)
+    if smol.get("finetune"):
+        table = Table(title="after the pruning-aware fine-tune")
+        for column in ("start", "pattern", "before", "after", "s/step"):
+            table.add_column(column)
+        for r in smol["finetune"]:
+            table.add_row(r["start"], r["pattern"] or "dense", f"{r['perplexity_before']:.2f}", f"{r['perplexity_after']:.2f}", f"{r['seconds_per_step']:.1f}")
+        console.print(table)
     if results.get("minilm"):
         table = Table(title="MiniLM-L6, mean cosine of held-out speech embeddings to the dense model's")
         table.add_column("method")
@@ -235,17 +251,23 @@ def main() -> None:
     parser.add_argument("--eval-batch", type=int, default=4)
     parser.add_argument("--calibration", type=int, default=32, help="calibration windows from the training plays")
     parser.add_argument("--calibration-batch", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=40, help="fine-tune steps per start (0: one-shot only)")
+    parser.add_argument("--steps", type=int, default=40, help="fine-tune steps per start ")
     parser.add_argument("--batch", type=int, default=2, help="fine-tune windows per step")
     parser.add_argument("--finetune-seq", type=int, default=128)
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--finetune-pattern", default="0.5", help="which one-shot pattern to fine-tune from: 0.5 or 2:4")
     parser.add_argument("--minilm-eval", type=int, default=256, help="held-out speeches embedded")
     parser.add_argument("--minilm-calibration", type=int, default=128, help="training speeches for calibration")
-    parser.add_argument("--skip", choices=("smollm2", "minilm"), action="append", default=[])
+    parser.add_argument("--stages", default="oneshot,minilm,finetune", help="comma-separated: oneshot (SmolLM2 table), minilm, finetune")
+    parser.add_argument("--finetune-from", choices=("best", "wanda", "sparsegpt"), default="best",
+                        help="the calibrated start to fine-tune (best: lower one-shot perplexity, needs the oneshot stage)")
     parser.add_argument("--out", type=Path, default=Path("runs/llm_prune.json"))
     args = parser.parse_args()
     args.finetune_pattern = float(args.finetune_pattern) if ":" not in args.finetune_pattern else args.finetune_pattern
+    args.stages = [stage.strip() for stage in args.stages.split(",")]
+    unknown = set(args.stages) - {"oneshot", "minilm", "finetune"}
+    if unknown:
+        parser.error(f"unknown stages {sorted(unknown)}; choose from oneshot, minilm, finetune")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     started = time.perf_counter()
@@ -262,11 +284,13 @@ def main() -> None:
         results["wall_seconds"] = round(time.perf_counter() - started)
         args.out.write_text(json.dumps(results, indent=2))
 
-    stage = smollm_one_shot(args, results, save) if "smollm2" not in args.skip else None
-    if "minilm" not in args.skip:
+    smol = SmolLM(args) if {"oneshot", "finetune"} & set(args.stages) else None
+    if "oneshot" in args.stages:
+        smollm_one_shot(smol, results, save)
+    if "minilm" in args.stages:
         run_minilm(args, results, save)
-    if stage is not None and args.steps > 0:
-        smollm_finetune(stage, args, results, save)
+    if "finetune" in args.stages:
+        smollm_finetune(smol, results, save)
     results["load_average_at_end"] = os.getloadavg()[0]
     save()
     print_tables(results)
