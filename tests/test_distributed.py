@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import json
+import subprocess
+import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 import pruneaware as pa
 from pruneaware.cli import run_command
 from pruneaware.cli.main import main
-from pruneaware.distributed import RankZeroSync, digest, digests, launch, save_on_main
+from pruneaware.distributed import RankZeroSync, WorkerFailed, digests, launch, save_on_main
 from pruneaware.job import checkpoint
 from pruneaware.job.run import prepare_run_directory, run_job
 from pruneaware.job.spec import RunSpec
@@ -299,6 +301,18 @@ def test_one_process_run_resumes_with_two(tmp_path: Path) -> None:
     assert_same_masks_and_close_weights(straight, crashed)
 
 
+def _fail_on_rank_1() -> None:
+    if dist.get_rank() == 1:
+        raise pa.StateError("rank 1 cannot go on")
+    dist.barrier()  # rank 0 waits for a rank that never comes: the launcher must stop it
+
+
+def test_a_failing_rank_stops_the_others_and_fails_in_one_line(capfd: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(WorkerFailed, match="process 1 of 2 exited with status 2"):
+        run_ranks(_fail_on_rank_1)
+    assert "error (rank 1): rank 1 cannot go on" in capfd.readouterr().err
+
+
 # -- pruneaware run --nproc ------------------------------------------------------------------------------
 
 
@@ -321,3 +335,13 @@ def test_nproc_beyond_the_batch_size_fails_in_one_line(tiny_run_file: Path, tmp_
     assert main(["run", str(tiny_run_file), "--out", str(tmp_path / "run"), "--nproc", "65"]) == 2
     assert "--nproc: got 65; expected from 1 to train.batch_size (64)" in capsys.readouterr().err
     assert not (tmp_path / "run").exists(), "nothing is created before the arguments are checked"
+
+
+@pytest.mark.slow
+def test_run_with_nproc_2_spawns_fresh_processes_from_the_command_line(tiny_run_file: Path, tmp_path: Path) -> None:
+    """The real path: spawned ranks import everything anew (tens of seconds on a busy 2-core machine)."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "pruneaware.cli.main", "run", str(tiny_run_file), "--out", str(out), "--epochs", "2", "--no-dense", "--nproc", "2"]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.count("report: ") == 1 and (out / "report.md").is_file()
