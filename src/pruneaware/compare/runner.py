@@ -80,8 +80,10 @@ def run_comparison(
     runs = plan_runs(spec)
     _claim_directory(spec, directory)
     results_path = directory / RESULTS_FILE
-    records = _merge(read_records(results_path), [record for folder in include for record in _included_records(spec, folder)])
-    write_records(results_path, records)
+    records = read_records(results_path)
+    if include:
+        records = _merge(records, [record for folder in include for record in _included_records(spec, folder)])
+        write_records(results_path, records)
     done = {record.key for record in records}
     missing_dense = {run.seed for run in runs if run.from_dense and run.key not in done and not _dense_path(directory, run.seed).is_file()}
     pending = [run for run in runs if run.key not in done or (run.method == DENSE and run.seed in missing_dense)]
