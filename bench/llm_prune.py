@@ -153,7 +153,8 @@ def smollm_finetune(smol: SmolLM, results: dict[str, Any], save: Callable[[], No
         start = min(("wanda", "sparsegpt"), key=lambda m: one_shot_rows[m]["perplexity"])
     windows = pa.llm.random_windows(smol.train, args.finetune_seq, args.steps * args.batch, seed=1)
     table["finetune"] = []
-    for method in (start, "magnitude", "dense"):
+    chosen = {"calibrated": start, "magnitude": "magnitude", "dense": "dense"}
+    for method in [chosen[name] for name in args.finetune_starts]:
         held = None if method == "dense" else pattern
         if held is None:
             restore(smol.model, smol.dense)
@@ -259,12 +260,17 @@ def main() -> None:
     parser.add_argument("--minilm-eval", type=int, default=256, help="held-out speeches embedded")
     parser.add_argument("--minilm-calibration", type=int, default=128, help="training speeches for calibration")
     parser.add_argument("--stages", default="oneshot,minilm,finetune", help="comma-separated: oneshot (SmolLM2 table), minilm, finetune")
+    parser.add_argument("--finetune-starts", default="calibrated,magnitude,dense",
+                        help="comma-separated fine-tune starts: calibrated (the --finetune-from method), magnitude, dense (control)")
     parser.add_argument("--finetune-from", choices=("best", "wanda", "sparsegpt"), default="best",
                         help="the calibrated start to fine-tune (best: lower one-shot perplexity, needs the oneshot stage)")
     parser.add_argument("--out", type=Path, default=Path("runs/llm_prune.json"))
     args = parser.parse_args()
     args.finetune_pattern = float(args.finetune_pattern) if ":" not in args.finetune_pattern else args.finetune_pattern
     args.stages = [stage.strip() for stage in args.stages.split(",")]
+    args.finetune_starts = [start.strip() for start in args.finetune_starts.split(",")]
+    if set(args.finetune_starts) - {"calibrated", "magnitude", "dense"}:
+        parser.error("--finetune-starts: choose from calibrated, magnitude, dense")
     unknown = set(args.stages) - {"oneshot", "minilm", "finetune"}
     if unknown:
         parser.error(f"unknown stages {sorted(unknown)}; choose from oneshot, minilm, finetune")
