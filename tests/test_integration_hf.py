@@ -159,3 +159,21 @@ def test_resuming_a_checkpoint_without_pruner_state_is_refused(tmp_path: Path):
     trainer = make_trainer(tiny_bert(), [pa.integrations.HFPruningCallback(GMP)], tmp_path)
     with pytest.raises(StateError, match=STATE_FILE):
         trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-4"))
+
+
+def test_snip_scores_with_the_loss_the_model_computes(tmp_path: Path):
+    snip = {"name": "snip", "pruning": {"criterion": "snip", "schedule": {"type": "one_shot", "sparsity": 0.5, "at": 0}}}
+    callback = pa.integrations.HFPruningCallback(snip)
+    make_trainer(tiny_bert(), [callback], tmp_path, num_train_epochs=1).train()
+    assert callback.pruner.summary().sparsity == pytest.approx(0.5, abs=1e-3)
+
+
+def test_regularizer_gradient_is_added_before_each_step(tmp_path: Path):
+    def l1_norm(model: torch.nn.Module) -> float:
+        return sum(float(module.weight.detach().abs().sum()) for module in model.bert.encoder.modules() if isinstance(module, torch.nn.Linear))
+
+    plain, regularized = tiny_bert(), tiny_bert()
+    make_trainer(plain, [], tmp_path / "plain", num_train_epochs=1).train()
+    l1 = {"name": "l1", "regularizer": {"type": "l1", "strength": 1e-3}}
+    make_trainer(regularized, [pa.integrations.HFPruningCallback(l1)], tmp_path / "l1", num_train_epochs=1).train()
+    assert l1_norm(regularized) < 0.99 * l1_norm(plain)
