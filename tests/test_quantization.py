@@ -216,6 +216,7 @@ def test_main_job_reports_an_int8_row(tmp_path: Path) -> None:
     assert list(result.phases) == ["pruned", "int8"]
     pruned, int8 = result.phases["pruned"], result.phases["int8"]
     assert int8.accuracy > 0.85 and abs(int8.accuracy - pruned.accuracy) < 0.03
+    assert int8.history[-1].test_loss != pruned.history[-1].test_loss, "the int8 row is measured on the int8 model"
     assert int8.summary.sparsity >= pruned.summary.sparsity == pytest.approx(0.8, abs=1e-3)
     assert int8.size.raw < 0.4 * pruned.size.raw  # int8 weights: a quarter of fp32, plus scales and zero points
     assert int8.latency[1].median_ms > 0
