@@ -23,6 +23,7 @@ from pruneaware.errors import ConfigError
 from pruneaware.regrow import Regrow
 from pruneaware.regularizers import L1, Regularizer
 from pruneaware.reparam import L0, SRSTE
+from pruneaware.reparam.movement import SoftMovement
 from pruneaware.rewind import Rewind
 from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
 from pruneaware.splice import Splice
@@ -218,7 +219,29 @@ class SRSTESpec(_Spec):
         return SRSTE(self.n, self.m, self.decay)
 
 
-RegularizerSpec = Annotated[Union[L1Spec, L0Spec, SRSTESpec], Field(discriminator="type")]
+class SoftMovementSpec(_Spec):
+    """Soft movement pruning (Sanh et al. 2020): learned scores, weights kept above ``threshold``, ``strength * mean(sigmoid(S))`` pulling scores down."""
+
+    type: Literal["soft_movement"]
+    strength: float = Field(ge=0)
+    threshold: float = 0.0
+    init: float = 1.0
+    """Every score's starting value; above ``threshold``, so training starts dense."""
+    lr: float = Field(0.01, gt=0)
+    """Learning rate of the scores' own optimizer (the model's optimizer trains the weights)."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+
+    @model_validator(mode="after")
+    def _starts_above_threshold(self) -> SoftMovementSpec:
+        if not self.init > self.threshold:
+            raise ValueError(f"an init above the threshold ({self.threshold}); otherwise every weight starts pruned")
+        return self
+
+    def build(self) -> Regularizer:
+        return SoftMovement(self.strength, self.threshold, self.init, self.lr, self.optimizer)
+
+
+RegularizerSpec = Annotated[Union[L1Spec, L0Spec, SRSTESpec, SoftMovementSpec], Field(discriminator="type")]
 
 
 class Recipe(_Spec):
@@ -233,7 +256,7 @@ class Recipe(_Spec):
 
     @model_validator(mode="after")
     def _reparametrizing_regularizer_alone(self) -> Recipe:
-        if isinstance(self.regularizer, (L0Spec, SRSTESpec)) and (self.pruning is not None or self.structured is not None):
+        if isinstance(self.regularizer, (L0Spec, SRSTESpec, SoftMovementSpec)) and (self.pruning is not None or self.structured is not None):
             raise ValueError(
                 f"regularizer {self.regularizer.type!r} decides the masks itself; leave out the "
                 f"'{'pruning' if self.pruning is not None else 'structured'}' section"
@@ -261,9 +284,10 @@ class Recipe(_Spec):
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> Recipe:
-        """Load a recipe file (a ``train:`` section, used by the CLI, is ignored here)."""
+        """Load a recipe file (the ``train:`` and ``quantization:`` sections, used by the CLI, are ignored here)."""
         data = read_yaml_mapping(source)
         data.pop("train", None)
+        data.pop("quantization", None)
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

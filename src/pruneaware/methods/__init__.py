@@ -7,6 +7,7 @@ from pruneaware.methods.gmp import gradual_magnitude
 from pruneaware.methods.imp import lottery_ticket
 from pruneaware.methods.l0 import l0_sparsity
 from pruneaware.methods.l1 import l1_sparsity
+from pruneaware.methods.movement import movement_pruning, soft_movement
 from pruneaware.methods.one_shot import one_shot
 from pruneaware.methods.rigl import rigl
 from pruneaware.methods.sr_ste import sr_ste
@@ -19,9 +20,11 @@ __all__ = [
     "l0_sparsity",
     "l1_sparsity",
     "lottery_ticket",
+    "movement_pruning",
     "one_shot",
     "rigl",
     "snip",
+    "soft_movement",
     "sr_ste",
     "synflow",
 ]
