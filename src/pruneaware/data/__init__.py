@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from pruneaware.data.digits import load_digits
+from pruneaware.data.mnist import load_mnist
 from pruneaware.data.mnist1d import load_mnist1d
 from pruneaware.data.splits import DATASETS, DatasetSplits
 
 DATASETS.register("mnist1d")(load_mnist1d)
 DATASETS.register("digits")(load_digits)
+DATASETS.register("mnist")(load_mnist)
 
 __all__ = ["DATASETS", "DatasetSplits", "load_dataset"]
 
