@@ -1,5 +1,7 @@
 """pruneaware: pruning-aware training for PyTorch."""
 
+from pruneaware import integrations  # lazy: Lightning and transformers load only when a callback is used
+from pruneaware import llm
 from pruneaware import methods as recipes
 from pruneaware.criteria import CRITERIA, Criterion
 from pruneaware.errors import ConfigError, PruneawareError, ScopeError, StateError, UsageError
@@ -22,6 +24,8 @@ __all__ = [
     "Summary",
     "UsageError",
     "export_onnx",
+    "llm",
+    "integrations",
     "load",
     "recipes",
     "save",

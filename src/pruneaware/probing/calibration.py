@@ -8,7 +8,7 @@ built from its ``calibration_data``, ``loss_fn`` and ``example_inputs`` argument
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +45,10 @@ class Calibration:
         return batches
 
     def loss(self, model: nn.Module, batch: tuple[Any, Any]) -> Tensor:
-        """The loss of ``model`` on one ``(inputs, targets)`` batch."""
+        """The loss of ``model`` on one ``(inputs, targets)`` batch; a mapping of inputs is passed as keyword arguments."""
         inputs, targets = batch
-        return self.loss_fn(model(inputs), targets)
+        outputs = model(**inputs) if isinstance(inputs, Mapping) else model(inputs)  # a mapping holds keyword inputs (Hugging Face batches)
+        return self.loss_fn(outputs, targets)
 
     def input_shape(self, criterion: str) -> torch.Size:
         """The shape of one input (batch dimension 1), from ``example_inputs`` or the first calibration batch."""
