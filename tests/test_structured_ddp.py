@@ -36,7 +36,7 @@ def test_ddp_wrapped_model_gets_unprefixed_names_and_its_state_resumes_unwrapped
     recipe = pa.Recipe.from_dict({"structured": {"schedule": {"type": "one_shot", "sparsity": 0.5, "at": 1, "unit": "step"}}})
     pruner = pa.Pruner(model, optimizer, recipe, total_steps=4, example_inputs=INPUTS)
     for _ in range(2):
-        loss = F.cross_entropy(model(INPUTS), TARGETS)
+        loss = F.cross_entropy(pruner.model(INPUTS), TARGETS)  # the wrapper is rebuilt after channel removal
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -52,4 +52,6 @@ def test_ddp_wrapped_model_gets_unprefixed_names_and_its_state_resumes_unwrapped
     resumed.load_state_dict(state)
     fresh.load_state_dict(bare.state_dict())
     assert torch.equal(fresh.eval()(INPUTS), bare.eval()(INPUTS))
-    assert isinstance(model.module, nn.Module)
+    assert isinstance(pruner.model, DistributedDataParallel) and pruner.model is not model and pruner.model.module is bare
+    with pytest.raises(pa.UsageError, match="stale"):
+        model(INPUTS)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
+from pruneaware.distributed.ddp import rewrap_ddp
+from pruneaware.distributed.sync import RankZeroSync, resolve_sync
 from pruneaware.errors import ConfigError, StateError, UsageError
 from pruneaware.masks import MaskSet
 from pruneaware.probing.calibration import Calibration, LossFn
@@ -21,7 +24,7 @@ from pruneaware.splice import Splice
 from pruneaware.structured.channels import ChannelPruner
 from pruneaware.structured.graph import unwrap_model
 from pruneaware.structured.support import check_supported
-from pruneaware.structured.surgery import remap_optimizer
+from pruneaware.structured.surgery import ParameterRemap, remap_optimizer
 from pruneaware.recipe import Recipe, TrainingLength
 from pruneaware.summary import Summary, summarize
 
@@ -41,6 +44,11 @@ class Pruner:
     Criteria that probe the model at an update (``snip``, ``grasp``, ``obd``) read the first
     batches of ``calibration_data`` (``(inputs, targets)`` pairs, e.g. the training loader) and
     score ``loss_fn(model(inputs), targets)``; ``synflow`` needs only ``example_inputs``.
+
+    In a process group of more than one rank (``sync='auto'``), every rank adopts rank 0's masks
+    and channel choices at each pruning step (see ``pruneaware.distributed``), and a
+    DistributedDataParallel wrapper passed as ``model`` is rebuilt after channel removal: forward
+    through ``pruner.model``.
 
     Example::
 
@@ -64,8 +72,11 @@ class Pruner:
         example_inputs: Any = None,
         calibration_data: Iterable[tuple[Any, Any]] | None = None,
         loss_fn: LossFn | None = None,
+        sync: RankZeroSync | str | None = "auto",
     ):
         self.model = model
+        self.sync = resolve_sync(sync)
+        self._structure_callbacks: list[Callable[[list[ParameterRemap]], None]] = []
         self.optimizer = optimizer
         self.recipe = _as_recipe(recipe)
         if total_steps is None and steps_per_epoch and epochs:
@@ -181,6 +192,10 @@ class Pruner:
         self.remove_hooks()
         return self.model
 
+    def on_structure_change(self, callback: Callable[[list[ParameterRemap]], None]) -> None:
+        """Call ``callback(remaps)`` after each channel removal (parameters replaced), after the optimizer, masks and a DDP wrapper followed."""
+        self._structure_callbacks.append(callback)
+
     def remove_hooks(self) -> None:
         for handle in self._hooks:
             handle.remove()
@@ -233,6 +248,7 @@ class Pruner:
         if self.optimizer is not None:
             remap_optimizer(self.optimizer, remaps)
         self.masks.remap(remaps)
+        self._structure_changed(remaps)
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -261,17 +277,21 @@ class Pruner:
             for name, param in self.params.items():
                 scores[name] = self.criterion.score(name, param).float()
         if self.splice is not None:  # scored on the dense weights, pruned ones may come back
-            self.masks.update(self.splice.masks(self.granularity, scores, self.masks.masks, target))
+            self.masks.update(self._agreed(self.splice.masks(self.granularity, scores, self.masks.masks, target)))
             return
         kept = {name: score.masked_fill(~self.masks[name], float("-inf")) for name, score in scores.items()}
         new_masks = self.granularity.masks(kept, target)
-        self.masks.update({name: mask & self.masks[name] for name, mask in new_masks.items()})
+        self.masks.update(self._agreed({name: mask & self.masks[name] for name, mask in new_masks.items()}))
+
+    def _agreed(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Rank 0's masks on every rank of a distributed run (ranks may score differently); as they are otherwise."""
+        return self.sync.masks(masks, self.params) if self.sync is not None else dict(masks)
 
     @torch.no_grad()
     def _regrow(self, step: int) -> None:
         """RigL's drop-and-grow on the pruned masks; grown weights and their optimizer statistics start at zero."""
         old = dict(self.masks.masks)
-        new_masks = self.regrow.swap(old, self.params, step)
+        new_masks = self._agreed(self.regrow.swap(old, self.params, step))
         for name, mask in new_masks.items():
             start_at_zero_(self.params[name], mask & ~old[name], self.optimizer)
         self.masks.update(new_masks)
@@ -312,7 +332,15 @@ class Pruner:
         if self.optimizer is not None:
             remap_optimizer(self.optimizer, remaps)
         self.masks.remap(remaps)
+        self._structure_changed(remaps)
         log.debug("step %d: removed channels, %d parameters replaced", self.step_count, len(remaps))
+
+    def _structure_changed(self, remaps: list[ParameterRemap]) -> None:
+        """After a removal: a DDP wrapper is rebuilt (its buckets held the replaced parameters), then callbacks run."""
+        if isinstance(self.model, DistributedDataParallel):
+            self.model = rewrap_ddp(self.model)
+        for callback in self._structure_callbacks:
+            callback(remaps)
 
     def _build_channel_pruner(self, example_inputs: Any) -> ChannelPruner:
         spec = self.recipe.structured
@@ -341,6 +369,7 @@ class Pruner:
             remove_step=remove_step,
             target=spec.target.build() if spec.target is not None else None,
             heads=spec.heads,
+            sync=self.sync,
         )
         return channels
 
@@ -357,9 +386,29 @@ class Pruner:
     def _register_hooks(self) -> list[Any]:
         if self.optimizer is None:
             return []
-        pre = self.optimizer.register_step_pre_hook(lambda optimizer, args, kwargs: self._before_step())
+        pre = self.optimizer.register_step_pre_hook(self._pre_step_hook)
         post = self.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: self._after_step())
         return [pre, post]
+
+    def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Before ``optimizer.step()``; given a closure (Lightning, LBFGS), after it has computed the gradients.
+
+        A closure runs inside ``step``, after pre-step hooks: work that reads or zeroes gradients
+        has to wait for it, so the closure is wrapped.
+        """
+        closure = kwargs["closure"] if "closure" in kwargs else (args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if closure is None:
+            self._before_step()
+            return None
+
+        def closure_then_before_step() -> Any:
+            loss = closure()
+            self._before_step()
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_before_step}
+        return (args[0], closure_then_before_step, *args[2:]), kwargs
 
     def _index_learning_rates(self) -> dict[str, int]:
         """Which optimizer param group holds each pruned parameter (proximal updates need its lr)."""

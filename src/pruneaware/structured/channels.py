@@ -6,7 +6,7 @@ import bisect
 import copy
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch_pruning as tp
@@ -23,6 +23,9 @@ from pruneaware.structured.importance import FisherImportance, GradientImportanc
 from pruneaware.structured.soft import group_keep_masks, zero_removed_
 from pruneaware.structured.surgery import ParameterRemap, chain, prune_group_tracked
 from pruneaware.structured.target import ResourceTarget
+
+if TYPE_CHECKING:
+    from pruneaware.distributed.sync import RankZeroSync
 
 OFFSET_OPS = {tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.EXPAND}
 """Operations after which a group's indices are offsets into a shared tensor: removing one group shifts the others'."""
@@ -43,6 +46,7 @@ class ChannelPruner:
     The schedule's value is the fraction of channels removed (relative to the model it started
     from), per layer with ``allocation='uniform'`` or ranked across layers with ``'global'``;
     ``max_layer_ratio`` caps any one layer and ``round_to`` keeps channel counts multiples of it.
+    With a ``sync`` (distributed runs) every rank removes the groups rank 0 selected.
     """
 
     def __init__(
@@ -60,8 +64,10 @@ class ChannelPruner:
         remove_step: int | None = None,
         target: ResourceTarget | None = None,
         heads: bool = True,
+        sync: RankZeroSync | None = None,
     ):
         self.model = unwrap_model(model)
+        self.sync = sync
         self.schedule = schedule
         self.example_inputs = example_inputs
         self.phase = phase
@@ -134,6 +140,7 @@ class ChannelPruner:
             if self.target is not None and self._target_met(self._slim_copy(groups)):
                 groups = self._just_enough(index, groups)
                 self.finished = True
+            groups, self.finished = self._agreed(groups, self.finished)
             if soft and not self.finished:
                 self._soft_groups = groups
                 self._restart_gradient_window()
@@ -150,6 +157,17 @@ class ChannelPruner:
             groups = [self.attention.within_cap(self._within_layer_cap(g), self.ranker) for g in self.ranker.step(interactive=True)]
         self.attention.sync(ranker=self.ranker)  # ranking lowered the ranker's head counts; the model's are the truth
         return [group for group in groups if group is not None]
+
+    def _agreed(self, groups: list[Any], finished: bool) -> tuple[list[Any], bool]:
+        """Rank 0's selection (and whether it met the target) on every rank; as they are without a sync.
+
+        Rankings may differ between ranks (random importance draws from each rank's generator),
+        so the groups travel as (root module name, direction, indices) and are rebuilt here.
+        """
+        if self.sync is None:
+            return groups, finished
+        described, finished = self.sync.choice((self._describe(groups), finished))
+        return _groups_on(self.ranker.DG, self.model, described), finished
 
     def _remove(self, groups: list[Any]) -> list[ParameterRemap]:
         """Physically remove ``groups`` (tracked), ending the soft phase if one was running."""
@@ -268,7 +286,7 @@ class ChannelPruner:
             current = self.ranker.current_step
             self.ranker.current_step = bisect.bisect_left(updates, upcoming)
             try:
-                self._preview = (upcoming, self._ranked_groups())
+                self._preview = (upcoming, self._agreed(self._ranked_groups(), False)[0])
             finally:
                 self.ranker.current_step = current
         return self._preview[1]
