@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pruneaware.errors import ConfigError
+from pruneaware.quantization.spec import QuantizationSpec
 from pruneaware.recipe import Recipe, _config_error, read_yaml_mapping
 
 
@@ -38,6 +39,8 @@ class RunSpec(BaseModel):
 
     recipe: Recipe
     train: TrainSpec
+    quantization: QuantizationSpec = QuantizationSpec()
+    """QAT in the last epochs of the pruned run and an int8 model in the report (docs/quantization.md)."""
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> RunSpec:
@@ -46,19 +49,21 @@ class RunSpec(BaseModel):
             train = TrainSpec.model_validate(data.pop("train", {}) or {})
         except ValidationError as error:
             raise _train_error(error) from None
-        return cls(recipe=Recipe.from_dict(data), train=train)
+        quantization = QuantizationSpec.from_mapping(data.pop("quantization", None))
+        return cls(recipe=Recipe.from_dict(data), train=train, quantization=quantization)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunSpec:
         return cls.from_mapping(read_yaml_mapping(path))
 
     def to_mapping(self) -> dict[str, Any]:
-        return {**self.recipe.to_dict(), "train": self.train.model_dump(mode="json")}
+        quantization = {"quantization": self.quantization.model_dump(mode="json")} if self.quantization.qat is not None else {}
+        return {**self.recipe.to_dict(), "train": self.train.model_dump(mode="json"), **quantization}
 
     def with_overrides(self, **train_fields: Any) -> RunSpec:
         """A copy with some ``train`` fields replaced (CLI flags); ``None`` values are ignored."""
         changes = {key: value for key, value in train_fields.items() if value is not None}
-        return RunSpec.from_mapping({**self.recipe.to_dict(), "train": {**self.train.model_dump(), **changes}})
+        return RunSpec.from_mapping({**self.to_mapping(), "train": {**self.train.model_dump(), **changes}})
 
 
 def default_recipe_path(name: str = "default") -> Path:

@@ -12,11 +12,15 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import TensorDataset
 
+from pruneaware.distributed.world import World
+from pruneaware.errors import ConfigError
 from pruneaware.job import checkpoint
 from pruneaware.job.spec import TrainSpec
 from pruneaware.pruner import Pruner
+from pruneaware.quantization import QATSpec, QATStage
 from pruneaware.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -78,6 +82,10 @@ class PhaseTrainer:
 
     A checkpoint is written atomically after every epoch in ``directory``; constructing a
     trainer over a directory that holds one continues from it, bit-for-bit.
+
+    In a process group of more than one rank the model trains under DistributedDataParallel, each
+    rank on its share of every global batch (so the step count and schedules do not depend on the
+    number of ranks, and a checkpoint resumes at any number); rank 0 alone evaluates and writes.
     """
 
     def __init__(
@@ -90,6 +98,7 @@ class PhaseTrainer:
         directory: Path,
         recipe: Recipe | None = None,
         callbacks: Sequence[StepCallback] = (),
+        qat: QATSpec | None = None,
     ):
         self.phase = phase
         self.model = model
@@ -97,13 +106,17 @@ class PhaseTrainer:
         self.spec = spec
         self.directory = Path(directory)
         self.callbacks = list(callbacks)
+        self.world = World.current()
+        if self.world.size > spec.batch_size:
+            raise ConfigError("train.batch_size", spec.batch_size, f"at least the number of processes ({self.world.size}): each takes a share of every batch")
         self.steps_per_epoch = math.ceil(len(train_data) / spec.batch_size)
         self.total_steps = self.steps_per_epoch * spec.epochs
         self.optimizer = build_optimizer(model, spec)
         self.lr_schedule = build_lr_schedule(self.optimizer, spec, self.total_steps)
+        self._wrapped = DistributedDataParallel(model) if self.world.distributed else model
         self.pruner = (
             Pruner(
-                model,
+                self._wrapped,
                 self.optimizer,
                 recipe,
                 steps_per_epoch=self.steps_per_epoch,
@@ -115,8 +128,20 @@ class PhaseTrainer:
             if recipe
             else None
         )
+        self.qat = (  # fake-quantized training in the last epochs, once the pruner's masks are final
+            QATStage(qat, model, self.pruner, train_data.tensors[0][: spec.batch_size], steps_per_epoch=self.steps_per_epoch, epochs=spec.epochs, distributed=self.world.distributed)
+            if qat is not None and qat.enabled
+            else None
+        )
         self.history: list[EpochRecord] = []
         self.epoch = 0
+
+    @property
+    def network(self) -> nn.Module:
+        """What batches go through: the model, or its DDP wrapper (the pruner's, rebuilt after channel removal), or its fake-quantized capture during QAT."""
+        if self.qat is not None and self.qat.active:
+            return self.qat.module
+        return self.pruner.model if self.pruner is not None else self._wrapped
 
     @property
     def checkpoint_path(self) -> Path:
@@ -132,8 +157,10 @@ class PhaseTrainer:
         while self.epoch < self.spec.epochs:
             started, loss_sum = time.perf_counter(), 0.0
             order = epoch_order(self.spec.seed, self.epoch, len(targets))
+            if self.qat is not None:
+                self.qat.begin_if_due(self.epoch)
             for batch in order.split(self.spec.batch_size):
-                loss = F.cross_entropy(self.model(inputs[batch]), targets[batch])
+                loss = self._batch_loss(inputs, targets, batch)
                 if self.pruner is not None:
                     loss = loss + self.pruner.penalty()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -148,11 +175,22 @@ class PhaseTrainer:
                 if on_step is not None:
                     on_step(step, loss_value)
             self.epoch += 1
-            self.history.append(self._record(loss_sum / self.steps_per_epoch, time.perf_counter() - started))
-            checkpoint.atomic_save(self._state(), self.checkpoint_path)
+            train_loss = self.world.sum(loss_sum) / self.world.size / self.steps_per_epoch  # each rank's loss is its share of the mean
+            if self.world.is_main:
+                self.history.append(self._record(train_loss, time.perf_counter() - started))
+                checkpoint.atomic_save(self._state(), self.checkpoint_path)
+            self.world.barrier()  # no rank reads the checkpoint, or runs ahead, before it is complete
         if self.pruner is not None:
             self.pruner.finalize()
         return self.history
+
+    def _batch_loss(self, inputs: torch.Tensor, targets: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the global ``batch``; in a distributed run, this rank's share of it (DDP averages the gradients)."""
+        if not self.world.distributed:
+            return F.cross_entropy(self.network(inputs[batch]), targets[batch])
+        shard = self.world.shard(batch)
+        summed = F.cross_entropy(self.network(inputs[shard]), targets[shard], reduction="sum")
+        return self.world.mean_loss_share(summed, len(batch))
 
     def _record(self, train_loss: float, seconds: float) -> EpochRecord:
         test_loss, accuracy = evaluate(self.model, self.test_data)
@@ -177,6 +215,7 @@ class PhaseTrainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "pruner": self.pruner.state_dict() if self.pruner else None,
+            "qat": self.qat.state_dict() if self.qat else None,
             "rng": checkpoint.rng_state(),
             "history": [asdict(record) for record in self.history],
         }
@@ -185,6 +224,8 @@ class PhaseTrainer:
         if self.pruner is not None:  # first: it replays channel removals, so the shapes below match
             self.pruner.load_state_dict(state["pruner"])
         self.model.load_state_dict(state["model"])
+        if self.qat is not None:  # before the RNG state, so capturing the model again cannot shift it
+            self.qat.load_state_dict(state.get("qat"), int(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         checkpoint.restore_rng_state(state["rng"])

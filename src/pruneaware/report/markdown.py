@@ -7,7 +7,7 @@ import platform
 import torch
 
 from pruneaware.job.run import JobResult
-from pruneaware.report.table import accuracy_change, comparison_rows
+from pruneaware.report.table import accuracy_change, comparison_rows, quantization_change
 
 
 def render_markdown(result: JobResult) -> str:
@@ -27,6 +27,17 @@ def render_markdown(result: JobResult) -> str:
     change = accuracy_change(result)
     if change is not None:
         lines += [f"Accuracy change from pruning: {change:+.2f} points.", ""]
+    change = quantization_change(result)
+    if change is not None:
+        lines += [
+            f"Accuracy change from int8 conversion after quantization-aware training: {change:+.2f} points.",
+            "",
+            "The int8 column is the pruned model after QAT in its last epochs, converted by torchao's PT2E flow and run on "
+            "oneDNN int8 kernels: its accuracy and latency are measured with those kernels, its sparsity and MACs are counted "
+            "in the int8 weights, and its checkpoint size is the int8 state (int8 weights, per-channel scales and zero points, "
+            "float biases). The pruned column holds the same weights in fp32.",
+            "",
+        ]
     lines += [
         "Sparsity is counted from the weights. Unstructured zeros do not make dense kernels faster: ",
         "the effective MACs are what a sparse kernel would need, and the latency rows are measured with dense kernels.",

@@ -16,7 +16,7 @@ def _ratio(pruned: float, dense: float) -> str:
 
 
 def comparison_rows(result: JobResult) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: one metric per row, one column per phase, plus pruned/dense ratios."""
+    """Header and rows: one metric per row, one column per phase, plus each phase's ratio to dense."""
     phases = list(result.phases.values())
     header = ["metric", *(phase.phase for phase in phases)]
     metrics: list[tuple[str, Callable[[PhaseResult], str], Callable[[PhaseResult], float] | None]] = [
@@ -34,14 +34,13 @@ def comparison_rows(result: JobResult) -> tuple[list[str], list[list[str]]]:
         metrics.append(
             (f"CPU latency, batch {batch} (median)", lambda p, b=batch: f"{p.latency[b].median_ms:.3f} ms", lambda p, b=batch: p.latency[b].median_ms)
         )
-    with_ratio = len(phases) == 2
-    if with_ratio:
-        header.append("pruned / dense")
+    dense = result.phases.get("dense")
+    compared = [phase for phase in phases if phase is not dense] if dense else []
+    header += [f"{phase.phase} / dense" for phase in compared]
     rows = []
     for label, show, value in metrics:
         row = [label, *(show(phase) for phase in phases)]
-        if with_ratio:
-            row.append(_ratio(value(phases[1]), value(phases[0])) if value else "")
+        row += [_ratio(value(phase), value(dense)) if value else "" for phase in compared]
         rows.append(row)
     return header, rows
 
@@ -52,3 +51,11 @@ def accuracy_change(result: JobResult) -> float | None:
     if "dense" not in phases:
         return None
     return 100 * (phases["pruned"].accuracy - phases["dense"].accuracy)
+
+
+def quantization_change(result: JobResult) -> float | None:
+    """int8 (after QAT) minus pruned fp32 test accuracy, in percentage points (None without QAT)."""
+    phases: dict[str, PhaseResult] = result.phases
+    if "int8" not in phases:
+        return None
+    return 100 * (phases["int8"].accuracy - phases["pruned"].accuracy)

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pruneaware.job.run import JobResult
-from pruneaware.report.table import accuracy_change, comparison_rows
+from pruneaware.report.table import accuracy_change, comparison_rows, quantization_change
 
 
 def print_report(result: JobResult, console: Console) -> None:
@@ -20,4 +20,7 @@ def print_report(result: JobResult, console: Console) -> None:
     change = accuracy_change(result)
     if change is not None:
         console.print(f"accuracy change from pruning: {change:+.2f} points")
+    change = quantization_change(result)
+    if change is not None:
+        console.print(f"accuracy change from int8 conversion after QAT: {change:+.2f} points")
     console.print(f"report: {result.directory / 'report.md'}")
