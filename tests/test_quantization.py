@@ -151,6 +151,41 @@ def test_slimmed_model_through_qat(digits) -> None:
     assert abs(int8_accuracy - evaluate(model, digits.test)[1]) < 0.05
 
 
+class ConvNormNet(torch.nn.Module):
+    """Two convolutions with batch norm (folded into the int8 convolutions), dropout, and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1, self.norm1, self.relu = torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.BatchNorm2d(8), torch.nn.ReLU()
+        self.conv2, self.norm2 = torch.nn.Conv2d(8, 16, 3, padding=1, bias=False), torch.nn.BatchNorm2d(16)
+        self.dropout, self.fc = torch.nn.Dropout(0.1), torch.nn.Linear(16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.norm1(self.conv1(x)))
+        x = torch.relu(self.norm2(self.conv2(x)))
+        return self.fc(self.dropout(x.mean((2, 3))))
+
+
+@pytest.mark.slow  # torchao's batch-norm folding re-captures many patterns: about 40 s of CPU
+def test_batch_norm_folded_into_int8_convolutions_keeps_the_zeros(digits) -> None:
+    torch.manual_seed(0)
+    model = ConvNormNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    recipe = {"pruning": {"schedule": {"type": "one_shot", "sparsity": 0.7, "at": 0, "unit": "step"}}}
+    pruner = pa.Pruner(model, optimizer, recipe, total_steps=100)
+    prepared = prepare_qat(model, digits.train.tensors[0][:64])
+    tracked = int(model.norm1.num_batches_tracked)
+    train(prepared, optimizer, digits, epochs=1, seed=0)
+    assert int(model.norm1.num_batches_tracked) == tracked + 23, "QAT updates the model's own norm statistics"
+    pruner.finalize()
+    int8 = convert_int8(prepared, digits.train.tensors[0][:64])
+    assert {"conv1.weight", "conv2.weight"} <= set(int8.weights)
+    check_zeros_kept(int8, pruner.masks.masks)
+    for name in ("conv1.weight", "conv2.weight"):  # weights scaled by the folded norm: zeros stay zeros
+        assert torch.count_nonzero(int8.weights[name].dequantize()[~pruner.masks[name]]) == 0
+    assert int8.module(digits.test.tensors[0][:3]).shape == (3, 10)
+
+
 def test_prepare_refuses_a_batch_of_one() -> None:
     with pytest.raises(ConfigError, match="example_inputs"):
         prepare_qat(build_model("mlp", (4,), 3), torch.randn(1, 4))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from pruneaware.errors import TraceError
 from pruneaware.measure import SizeReport
 from pruneaware.quantization import toolkit
+from pruneaware.quantization.modes import switch_flags_only
 from pruneaware.quantization.prepare import as_tuple, batch_dynamic
 from pruneaware.quantization.weights import QuantizedWeight, graph_state, int8_weights, state_size
 
@@ -52,9 +53,9 @@ def convert_int8(prepared: torch.fx.GraphModule, example_inputs: Tensor | tuple[
     ao = toolkit.pt2e()
     inputs = as_tuple(example_inputs)
     snapshot = copy.deepcopy(prepared)  # conversion freezes weights; the trained module stays usable
-    ao.to_eval(snapshot)
+    snapshot.eval()
     reference = ao.convert(snapshot)
-    ao.allow_train_eval(reference)
+    switch_flags_only(reference)
     module = lower_to_x86(reference, inputs)
     calls = sum(1 for node in module.graph.nodes if node.op == "call_function" and node.target in INT8_KERNELS)
     return Int8Model(module, reference, int8_weights(reference), graph_state(reference), calls, time.perf_counter() - started)
@@ -75,7 +76,7 @@ def lower_to_x86(reference: torch.fx.GraphModule, inputs: tuple[Tensor, ...]) ->
         freezing_passes(module, inputs)
     constant_fold(module)
     _views_as_reshapes(module)
-    toolkit.pt2e().allow_train_eval(module)
+    switch_flags_only(module)
     return module
 
 

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from pruneaware.errors import ConfigError, StateError, TraceError
 from pruneaware.quantization import toolkit
+from pruneaware.quantization.modes import allow_mode_switch
 from pruneaware.structured.graph import unwrap_model
 
 BACKENDS = ("x86",)
@@ -48,9 +49,9 @@ def prepare_qat(model: nn.Module, example_inputs: Tensor | tuple[Tensor, ...], *
             f"the x86 quantizer cannot annotate {type(model).__name__}: {_first_line(error)}; a known cause is one activation "
             "module called at two places in forward (e.g. a shared nn.ReLU): give each call its own module"
         ) from None
-    ao.allow_train_eval(prepared)
+    allow_mode_switch(prepared)
     check_shares_parameters(model, prepared)
-    prepared.train()  # mapped by torchao to its own switch; returns None
+    prepared.train()  # torchao's switch (where the graph needs one) returns None, so no chaining
     return prepared
 
 
