@@ -7,7 +7,8 @@ Masks are chosen per block of columns by w^2 / [H^-1]_jj^2 (adaptive mask select
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -75,21 +76,38 @@ def sparsegpt_prune_weight(
             prune.view(-1)[torch.topk(saliency, quota, largest=False, sorted=False).indices] = True
             removed += quota
         errors = torch.zeros_like(block)
-        for j in range(end - start):
-            if target.nm is not None and j % target.nm.m == 0:
-                group = block[:, j : j + target.nm.m].square() / diagonal[j : j + target.nm.m].square()
-                lowest = torch.topk(group, target.nm.m - target.nm.n, dim=1, largest=False, sorted=False).indices
-                prune[:, j : j + target.nm.m].scatter_(1, lowest, True)
-            column = block[:, j]
-            error = torch.where(prune[:, j], column, 0.0) / diagonal[j]
-            block[:, j:] -= error[:, None] * factor[j, j:][None, :]
-            block[:, j] = torch.where(prune[:, j], 0.0, block[:, j])
-            errors[:, j] = error
+        with _one_thread():
+            _solve_block(block, prune, errors, factor, diagonal, target)
         w[:, start:end] = block
         w[:, end:] -= errors @ upper[start:end, end:]
         keep[:, start:end] = ~prune
     weight.copy_(w.to(weight.dtype))
     return keep
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """The column-by-column updates are many tiny ops: on one thread they never wait at a barrier for a descheduled sibling."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _solve_block(block: Tensor, prune: Tensor, errors: Tensor, factor: Tensor, diagonal: Tensor, target: SparsityTarget) -> None:
+    """Prune the columns of one block in order, each removal's error pushed onto the block's later columns (in place)."""
+    for j in range(block.shape[1]):
+        if target.nm is not None and j % target.nm.m == 0:
+            group = block[:, j : j + target.nm.m].square() / diagonal[j : j + target.nm.m].square()
+            lowest = torch.topk(group, target.nm.m - target.nm.n, dim=1, largest=False, sorted=False).indices
+            prune[:, j : j + target.nm.m].scatter_(1, lowest, True)
+        column = block[:, j]
+        error = torch.where(prune[:, j], column, 0.0) / diagonal[j]
+        block[:, j:] -= error[:, None] * factor[j, j:][None, :]
+        block[:, j] = torch.where(prune[:, j], 0.0, block[:, j])
+        errors[:, j] = error
 
 
 def sparsegpt_prune(
