@@ -1,4 +1,4 @@
-"""Movement pruning: hard (top-k of accumulated -w * dL/dw) and soft (learned scores above a threshold, regularized down)."""
+"""Movement pruning: hard (top-k of accumulated -w * dL/dw), top-k of learned scores (reversible), and soft (learned scores above a threshold)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from tests.helpers import ThreeLayerMLP, random_batches
 from pruneaware import ConfigError, Pruner, Recipe
-from pruneaware.methods.movement import movement_pruning, soft_movement
+from pruneaware.methods.movement import movement_pruning, soft_movement, topk_movement
 
 STEPS = 40
 
@@ -226,3 +226,99 @@ def test_soft_movement_recipe_and_bad_values():
         soft_movement(1.0, optimizer="rmsprop")
     with pytest.raises(ConfigError, match="decides the masks itself"):
         Recipe.from_dict({"regularizer": {"type": "soft_movement", "strength": 1.0}, "pruning": {"schedule": {"type": "one_shot", "sparsity": 0.5}}})
+
+
+# -- top-k movement (learned scores, the paper's hard form) --------------------------------------
+
+
+def topk_run(seed: int = 0, momentum: bool = True, **options) -> tuple[nn.Module, torch.optim.Optimizer, Pruner]:
+    model = mlp(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01) if momentum else torch.optim.SGD(model.parameters(), lr=0.1)
+    recipe = topk_movement(options.pop("final", 0.75), **{"begin": 0.1, "end": 0.6, **options})
+    return model, optimizer, Pruner(model, optimizer, recipe, total_steps=STEPS)
+
+
+def test_topk_mask_after_every_step_is_the_per_layer_top_k_of_the_learned_scores():
+    model, optimizer, pruner = topk_run()
+    schedule, scores = pruner.regularizer.schedule, pruner.regularizer.scores
+    returned = 0
+    previous = None
+    for step, batch in enumerate(random_batches(STEPS, 20, 4), start=1):
+        train(model, optimizer, pruner, [batch])
+        target = schedule.target(step)
+        for name, param in pruner.params.items():
+            mask, score = pruner.masks[name], scores[name].detach()
+            assert int(mask.sum()) == param.numel() - round(target * param.numel())
+            if target > 0:
+                assert float(score[mask].min()) >= float(score[~mask].max()), (step, name)  # kept: the top-k (ties either way)
+            assert torch.equal(param.detach(), pruner.regularizer.shadow.dense[name] * pruner.masks[name])
+        if previous is not None:
+            returned += sum(int((pruner.masks[n] & ~previous[n]).sum()) for n in previous)
+        previous = {name: pruner.masks[name].clone() for name in pruner.params}
+    assert pruner.summary().sparsity == pytest.approx(0.75, abs=0.01)
+    assert returned > 0  # weights removed at one step came back at a later one: the top-k is retaken over all weights
+
+
+def test_topk_scores_of_pruned_weights_keep_learning_from_their_saved_values_and_they_return_as_they_were():
+    lr = 0.5
+    model, optimizer, pruner = topk_run(momentum=False, lr=lr, optimizer="sgd", final=0.5, begin=0.0, end=0.0, unit="step")
+    batches = random_batches(12, 20, 4)
+    train(model, optimizer, pruner, batches[:3])
+    regularizer, weight = pruner.regularizer, pruner.params["fc1.weight"]
+    lowest = pruner.regularizer.scores["fc1.weight"].detach()
+    pruned = tuple(int(i) for i in torch.unravel_index(lowest.argmin(), lowest.shape))  # the deepest-pruned weight
+    assert not bool(pruner.masks["fc1.weight"][pruned])
+    latent = float(regularizer.shadow.dense["fc1.weight"][pruned])
+    assert float(weight.detach()[pruned]) == 0.0 and latent != 0.0
+    seen = {}
+
+    def read_gradient(optimizer, args, kwargs):  # runs after the Pruner's hook: the forward used W' = 0 here
+        seen["grad"] = float(pruner.regularizer.scores["fc1.weight"].grad[pruned])
+
+    optimizer.register_step_pre_hook(read_gradient)
+    before = float(regularizer.scores["fc1.weight"].detach()[pruned])
+    train(model, optimizer, pruner, batches[3:4])
+    after = float(regularizer.scores["fc1.weight"].detach()[pruned])
+    assert seen["grad"] != 0.0
+    assert after == pytest.approx(before - lr * seen["grad"], rel=1e-6)  # dL/dS = dL/dW' * W with W its saved dense value
+    assert not bool(pruner.masks["fc1.weight"][pruned])
+    assert float(regularizer.shadow.dense["fc1.weight"][pruned]) == latent  # pruned: no gradient, no update
+    with torch.no_grad():
+        regularizer.scores["fc1.weight"][pruned] = 1e6  # its score overtakes every kept weight's
+    train(model, optimizer, pruner, batches[4:5])
+    assert bool(pruner.masks["fc1.weight"][pruned])
+    assert float(weight.detach()[pruned]) == latent  # back with the value it had when it was removed
+
+
+@pytest.mark.parametrize("stop_at", [3, 17])
+def test_topk_resume_mid_run_is_bit_identical(stop_at):
+    batches = random_batches(STEPS, 20, 4)
+    model_a, optimizer_a, pruner_a = topk_run()
+    train(model_a, optimizer_a, pruner_a, batches)
+    model_b, optimizer_b, pruner_b = topk_run()
+    train(model_b, optimizer_b, pruner_b, batches, stop=stop_at)
+    state = copy.deepcopy({"model": model_b.state_dict(), "optimizer": optimizer_b.state_dict(), "pruner": pruner_b.state_dict()})
+    model_c, optimizer_c, pruner_c = topk_run(seed=5)
+    pruner_c.load_state_dict(state["pruner"])
+    model_c.load_state_dict(state["model"])
+    optimizer_c.load_state_dict(state["optimizer"])
+    train(model_c, optimizer_c, pruner_c, batches, start=stop_at)
+    for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
+        assert torch.equal(a, c), name
+    for name in pruner_a.params:
+        assert torch.equal(pruner_a.regularizer.scores[name], pruner_c.regularizer.scores[name]), name
+        assert torch.equal(pruner_a.masks[name], pruner_c.masks[name]), name
+
+
+def test_topk_movement_recipe_and_bad_values(tmp_path):
+    (tmp_path / "recipe.yaml").write_text(topk_movement(0.9, allocation="global").to_yaml())
+    recipe = Recipe.from_yaml(tmp_path / "recipe.yaml")
+    assert (recipe.regularizer.type, recipe.regularizer.schedule.final, recipe.regularizer.allocation) == ("topk_movement", 0.9, "global")
+    with pytest.raises(ConfigError, match="allocation"):
+        topk_movement(0.9, allocation="row")
+    with pytest.raises(ConfigError, match="final"):
+        topk_movement(1.0)
+    with pytest.raises(ConfigError, match="decides the masks itself"):
+        Recipe.from_dict({**topk_movement(0.5).to_dict(), "pruning": {"schedule": {"type": "one_shot", "sparsity": 0.5}}})
+    with pytest.raises(ConfigError, match="total_steps|steps_per_epoch"):
+        Pruner(mlp(), torch.optim.SGD(mlp().parameters(), lr=0.1), topk_movement(0.5))  # a fraction schedule needs the run's length

@@ -96,7 +96,7 @@ class Pruner:
             for name, param in self.params.items():
                 self.granularity.check(name, param)
         self.rewind, self.splice, self.regrow = self._build_lifecycle()
-        self.regularizer = self.recipe.regularizer.build() if self.recipe.regularizer else None
+        self.regularizer = self.recipe.regularizer.build(self.length) if self.recipe.regularizer else None
         if self.regularizer is not None:
             self.regularizer.start(self.params)
             self._take_regularizer_masks()

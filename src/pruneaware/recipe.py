@@ -23,7 +23,7 @@ from pruneaware.errors import ConfigError
 from pruneaware.regrow import Regrow
 from pruneaware.regularizers import L1, Regularizer
 from pruneaware.reparam import L0, SRSTE
-from pruneaware.reparam.movement import SoftMovement
+from pruneaware.reparam.movement import SoftMovement, TopKMovement
 from pruneaware.rewind import Rewind
 from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
 from pruneaware.splice import Splice
@@ -184,7 +184,7 @@ class L1Spec(_Spec):
     strength: float = Field(gt=0)
     proximal: bool = False
 
-    def build(self) -> Regularizer:
+    def build(self, length: TrainingLength) -> Regularizer:
         return L1(self.strength, self.proximal)
 
 
@@ -198,7 +198,7 @@ class L0Spec(_Spec):
     """Learning rate of the Adam that trains the gates (the model's optimizer trains the weights)."""
     seed: int = 0
 
-    def build(self) -> Regularizer:
+    def build(self, length: TrainingLength) -> Regularizer:
         return L0(self.strength, self.droprate_init, self.lr, self.seed)
 
 
@@ -215,7 +215,7 @@ class SRSTESpec(_Spec):
         gran.NM(self.n, self.m)  # raises ConfigError for N >= M or M < 2
         return self
 
-    def build(self) -> Regularizer:
+    def build(self, length: TrainingLength) -> Regularizer:
         return SRSTE(self.n, self.m, self.decay)
 
 
@@ -237,11 +237,29 @@ class SoftMovementSpec(_Spec):
             raise ValueError(f"an init above the threshold ({self.threshold}); otherwise every weight starts pruned")
         return self
 
-    def build(self) -> Regularizer:
+    def build(self, length: TrainingLength) -> Regularizer:
         return SoftMovement(self.strength, self.threshold, self.init, self.lr, self.optimizer)
 
 
-RegularizerSpec = Annotated[Union[L1Spec, L0Spec, SRSTESpec, SoftMovementSpec], Field(discriminator="type")]
+class TopKMovementSpec(_Spec):
+    """The paper's hard movement pruning: learned scores, the mask the top-k of them after every step, k set by ``schedule``."""
+
+    type: Literal["topk_movement"]
+    schedule: ScheduleSpec
+    allocation: Literal["layer", "global", "erk", "er"] = "layer"
+    """How the kept weights are shared out: ``layer`` is the paper's per-matrix top-k."""
+    init: float = 0.0
+    lr: float = Field(0.01, gt=0)
+    """Learning rate of the scores' own optimizer (the model's optimizer trains the weights)."""
+    optimizer: Literal["adam", "sgd"] = "adam"
+
+    def build(self, length: TrainingLength) -> Regularizer:
+        return TopKMovement(self.schedule.build(length), self.allocation, self.init, self.lr, self.optimizer)
+
+
+RegularizerSpec = Annotated[Union[L1Spec, L0Spec, SRSTESpec, SoftMovementSpec, TopKMovementSpec], Field(discriminator="type")]
+REPARAMETRIZING = (L0Spec, SRSTESpec, SoftMovementSpec, TopKMovementSpec)
+"""Regularizers that decide the masks themselves, so a recipe with one has no pruning or structured section."""
 
 
 class Recipe(_Spec):
@@ -256,7 +274,7 @@ class Recipe(_Spec):
 
     @model_validator(mode="after")
     def _reparametrizing_regularizer_alone(self) -> Recipe:
-        if isinstance(self.regularizer, (L0Spec, SRSTESpec, SoftMovementSpec)) and (self.pruning is not None or self.structured is not None):
+        if isinstance(self.regularizer, REPARAMETRIZING) and (self.pruning is not None or self.structured is not None):
             raise ValueError(
                 f"regularizer {self.regularizer.type!r} decides the masks itself; leave out the "
                 f"'{'pruning' if self.pruning is not None else 'structured'}' section"

@@ -7,7 +7,7 @@ from pruneaware.methods.gmp import gradual_magnitude
 from pruneaware.methods.imp import lottery_ticket
 from pruneaware.methods.l0 import l0_sparsity
 from pruneaware.methods.l1 import l1_sparsity
-from pruneaware.methods.movement import movement_pruning, soft_movement
+from pruneaware.methods.movement import movement_pruning, soft_movement, topk_movement
 from pruneaware.methods.one_shot import one_shot
 from pruneaware.methods.rigl import rigl
 from pruneaware.methods.sr_ste import sr_ste
@@ -27,4 +27,5 @@ __all__ = [
     "soft_movement",
     "sr_ste",
     "synflow",
+    "topk_movement",
 ]
