@@ -54,7 +54,7 @@ def test_from_dict_builds_typed_sections():
     assert isinstance(schedule, schedules.Polynomial)
     assert schedule.update_steps()[0] == 2 and schedule.last_step == 40 and schedule.power == 2.0
     assert isinstance(recipe.pruning.granularity.build(), gran.Block)
-    assert isinstance(recipe.regularizer.build(), L1)
+    assert isinstance(recipe.regularizer.build(TrainingLength()), L1)
     assert recipe.pruning.build_criterion().state_dict().keys() == {"generator"}
 
 
