@@ -41,15 +41,15 @@ def progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
 
 
-def block_weights(model: nn.Module, prefix: str) -> dict[str, torch.Tensor]:
-    """Copies of every Linear weight inside the transformer blocks (what pruning changes)."""
-    return {name: m.weight.detach().clone() for name, m in model.named_modules() if isinstance(m, nn.Linear) and name.startswith(prefix)}
+def snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every parameter and buffer: pruning changes the block Linears, a fine-tune also the norms."""
+    return {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
 
 
 @torch.no_grad()
-def restore(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    for name, weight in weights.items():
-        model.get_submodule(name).weight.copy_(weight)
+def restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Put back the whole snapshot, so every start begins from the same dense model."""
+    model.load_state_dict(state)
 
 
 def block_sparsity(model: nn.Module, prefix: str) -> float:
@@ -109,7 +109,7 @@ class SmolLM:
         console.print(f"SmolLM2-135M loaded and plays tokenized in {time.perf_counter() - start:.0f} s: {self.train.numel():,} train tokens, {heldout.numel():,} held-out")
         self.evaluation = pa.llm.spaced_windows(heldout, args.window, args.eval_windows)
         self.calibration = list(pa.llm.random_windows(self.train, args.window, args.calibration, seed=0).split(args.calibration_batch))
-        self.dense = block_weights(self.model, self.prefix)
+        self.dense = snapshot(self.model)
 
     def perplexity(self, label: str) -> float:
         t = time.perf_counter()
@@ -201,7 +201,7 @@ def run_minilm(args: argparse.Namespace, results: dict[str, Any], save: Callable
     step = max(len(heldout_speeches) // args.minilm_eval, 1)
     evaluation = heldout_speeches[::step][: args.minilm_eval]
     prefix = "encoder.layer"
-    dense_weights = block_weights(model, prefix)
+    dense_weights = snapshot(model)
     reference = embed(model, tokenizer, evaluation, 64)
     rows = results.setdefault("minilm", {"speeches": len(evaluation), "calibration_speeches": len(chosen), "rows": []})["rows"]
     for pattern in (0.5, "2:4"):
