@@ -60,7 +60,7 @@ def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--steps", type=int, default=100, help="optimizer steps of every trained method")
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.7, 0.9], help="targets for the hard-target methods")
-    parser.add_argument("--soft-strengths", type=float, nargs="+", default=[30.0, 100.0, 300.0], help="soft movement regularizer strength, one per sparsity")
+    parser.add_argument("--soft-strengths", type=float, nargs="+", default=[25.0, 45.0, 85.0], help="soft movement regularizer strength, one per sparsity (the defaults land near 50, 70 and 90%%)")
     parser.add_argument("--soft-lr", type=float, default=0.05, help="learning rate of soft movement's scores (Adam)")
     parser.add_argument("--topk-lr", type=float, default=0.01, help="learning rate of top-k movement's scores (Adam)")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=[m for m in METHODS if m != "dense"])
