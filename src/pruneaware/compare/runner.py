@@ -93,10 +93,10 @@ def run_comparison(
     data = load_dataset(spec.dataset, **spec.dataset_options)
     _check_scopes(spec, data, pending)
     with _progress(console) as progress:
-        overall = progress.add_task("all runs", total=len(runs), completed=len(runs) - len(pending), loss=float("nan"))
+        overall = progress.add_task("all runs", total=len(runs), completed=len(runs) - len(pending), loss="")
         for run in pending:
-            task = progress.add_task(f"{run.method} {run.target:.0%} seed {run.seed}", total=None, loss=float("nan"))
-            record = execute_run(run, spec, data, directory, on_step=lambda step, loss, task=task: progress.update(task, completed=step, loss=loss), on_start=lambda total, task=task: progress.update(task, total=total))
+            task = progress.add_task(f"{run.method} {run.target:.0%} seed {run.seed}", total=None, loss="")
+            record = execute_run(run, spec, data, directory, on_step=lambda step, loss, task=task: progress.update(task, completed=step, loss=f"loss {loss:.4f}"), on_start=lambda total, task=task: progress.update(task, total=total))
             progress.remove_task(task)
             records.append(record)
             write_records(results_path, records)
@@ -185,7 +185,7 @@ def _progress(console: Console) -> Progress:
         TextColumn("[bold]{task.description:<28}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[loss]}"),  # blank until a run reports its first step; the overall bar has none
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
