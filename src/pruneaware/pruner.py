@@ -15,6 +15,7 @@ from pruneaware.distributed.ddp import rewrap_ddp
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
 from pruneaware.errors import ConfigError, StateError, UsageError
 from pruneaware.masks import MaskSet
+from pruneaware.optimizer_hooks import LearningRates, attach_step_hooks
 from pruneaware.probing.calibration import Calibration, LossFn
 from pruneaware.regrow import Regrow, start_at_zero_
 from pruneaware.rewind import Rewind
@@ -102,8 +103,8 @@ class Pruner:
             self._take_regularizer_masks()
         channel_regularizer = self.recipe.structured.regularizer if self.recipe.structured else None
         self.channel_regularizer = channel_regularizer.build(self.channels) if channel_regularizer else None
-        self._param_lr_index = self._index_learning_rates()
-        self._hooks = self._register_hooks()
+        self._learning_rates_of = LearningRates(optimizer, self.params) if optimizer is not None else None
+        self._hooks = attach_step_hooks(optimizer, self._before_step, self._after_step) if optimizer is not None else []
         if self.channels is not None:
             self._update_channels()
         if self.schedule is not None and self.schedule.is_update_step(0):
@@ -383,48 +384,10 @@ class Pruner:
                 f"a schedule that ends by the last training step ({total}); move 'end'/'at' earlier or train longer",
             )
 
-    def _register_hooks(self) -> list[Any]:
-        if self.optimizer is None:
-            return []
-        pre = self.optimizer.register_step_pre_hook(self._pre_step_hook)
-        post = self.optimizer.register_step_post_hook(lambda optimizer, args, kwargs: self._after_step())
-        return [pre, post]
-
-    def _pre_step_hook(self, optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-        """Before ``optimizer.step()``; given a closure (Lightning, LBFGS), after it has computed the gradients.
-
-        A closure runs inside ``step``, after pre-step hooks: work that reads or zeroes gradients
-        has to wait for it, so the closure is wrapped.
-        """
-        closure = kwargs["closure"] if "closure" in kwargs else (args[1] if len(args) > 1 else None)  # args[0] is the optimizer
-        if closure is None:
-            self._before_step()
-            return None
-
-        def closure_then_before_step() -> Any:
-            loss = closure()
-            self._before_step()
-            return loss
-
-        if "closure" in kwargs:
-            return args, {**kwargs, "closure": closure_then_before_step}
-        return (args[0], closure_then_before_step, *args[2:]), kwargs
-
-    def _index_learning_rates(self) -> dict[str, int]:
-        """Which optimizer param group holds each pruned parameter (proximal updates need its lr)."""
-        if self.optimizer is None:
-            return {}
-        group_of = {id(p): index for index, group in enumerate(self.optimizer.param_groups) for p in group["params"]}
-        missing = [name for name, p in self.params.items() if p.requires_grad and id(p) not in group_of]
-        if missing:
-            raise UsageError(f"parameters {missing} are pruned but not in the optimizer; build the optimizer over model.parameters()")
-        return {name: group_of[id(p)] for name, p in self.params.items() if id(p) in group_of}
-
     def _learning_rates(self) -> dict[str, float]:
-        if self.optimizer is None:
+        if self._learning_rates_of is None:
             raise UsageError("a proximal regularizer needs the optimizer's learning rate; pass the optimizer to Pruner")
-        groups = self.optimizer.param_groups
-        return {name: float(groups[index]["lr"]) for name, index in self._param_lr_index.items()}
+        return self._learning_rates_of.current()
 
 
 def _as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:

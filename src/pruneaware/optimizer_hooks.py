@@ -1,0 +1,60 @@
+"""How a Pruner rides on a torch optimizer: step hooks that respect closures, and each pruned parameter's learning rate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+from pruneaware.errors import UsageError
+
+
+def attach_step_hooks(optimizer: torch.optim.Optimizer, before: Callable[[], None], after: Callable[[], None]) -> list[RemovableHandle]:
+    """Run ``before`` just before ``optimizer.step()`` updates the weights and ``after`` right after it.
+
+    Given a closure (Lightning, LBFGS), the closure runs inside ``step``, after pre-step hooks:
+    ``before`` reads and zeroes gradients, so it has to wait for the closure, which is wrapped.
+    """
+
+    def pre_hook(optimizer: torch.optim.Optimizer, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        closure = kwargs["closure"] if "closure" in kwargs else (args[1] if len(args) > 1 else None)  # args[0] is the optimizer
+        if closure is None:
+            before()
+            return None
+
+        def closure_then_before() -> Any:
+            loss = closure()
+            before()
+            return loss
+
+        if "closure" in kwargs:
+            return args, {**kwargs, "closure": closure_then_before}
+        return (args[0], closure_then_before, *args[2:]), kwargs
+
+    pre = optimizer.register_step_pre_hook(pre_hook)
+    post = optimizer.register_step_post_hook(lambda optimizer, args, kwargs: after())
+    return [pre, post]
+
+
+class LearningRates:
+    """The current learning rate of each pruned parameter, read from the param group that holds it (proximal updates need it).
+
+    Groups are indexed once by name; channel removal swaps parameters inside their groups, so the
+    index stays valid.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, params: Mapping[str, nn.Parameter]):
+        group_of = {id(p): index for index, group in enumerate(optimizer.param_groups) for p in group["params"]}
+        missing = [name for name, p in params.items() if p.requires_grad and id(p) not in group_of]
+        if missing:
+            raise UsageError(f"parameters {missing} are pruned but not in the optimizer; build the optimizer over model.parameters()")
+        self.optimizer = optimizer
+        self.group_index = {name: group_of[id(p)] for name, p in params.items() if id(p) in group_of}
+
+    def current(self) -> dict[str, float]:
+        """Each indexed parameter's learning rate now (a scheduler may have changed it); frozen parameters have none."""
+        groups = self.optimizer.param_groups
+        return {name: float(groups[index]["lr"]) for name, index in self.group_index.items()}
