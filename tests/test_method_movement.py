@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -22,6 +23,27 @@ def train(model: nn.Module, optimizer: torch.optim.Optimizer, pruner: Pruner, ba
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
+
+Run = tuple[nn.Module, torch.optim.Optimizer, Pruner]
+
+
+def resumed_and_uninterrupted(start: Callable[[], Run], restart: Callable[[], Run], batches, stop_at: int) -> tuple[Pruner, Pruner]:
+    """Train one run straight through and one stopped at ``stop_at``, saved, restored into ``restart()`` and finished;
+    assert their final models are bit-identical and return both pruners (uninterrupted, resumed) for further checks."""
+    model_a, optimizer_a, pruner_a = start()
+    train(model_a, optimizer_a, pruner_a, batches)
+    model_b, optimizer_b, pruner_b = start()
+    train(model_b, optimizer_b, pruner_b, batches, stop=stop_at)
+    state = copy.deepcopy({"model": model_b.state_dict(), "optimizer": optimizer_b.state_dict(), "pruner": pruner_b.state_dict()})
+    model_c, optimizer_c, pruner_c = restart()
+    pruner_c.load_state_dict(state["pruner"])
+    model_c.load_state_dict(state["model"])
+    optimizer_c.load_state_dict(state["optimizer"])
+    train(model_c, optimizer_c, pruner_c, batches, start=stop_at)
+    for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
+        assert torch.equal(a, c), name
+    return pruner_a, pruner_c
 
 
 def top_k_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
@@ -89,23 +111,12 @@ def test_hard_masks_follow_the_accumulated_scores_at_every_update_of_a_ramp():
 def test_hard_resume_mid_run_is_bit_identical(stop_at):
     recipe, batches = movement_pruning(0.8, begin=4, end=24, every=4, unit="step"), random_batches(STEPS, 20, 4)
 
-    def run() -> tuple[nn.Module, torch.optim.Optimizer, Pruner]:
+    def run() -> Run:
         model = mlp()
         optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
         return model, optimizer, Pruner(model, optimizer, recipe, total_steps=STEPS)
 
-    model_a, optimizer_a, pruner_a = run()
-    train(model_a, optimizer_a, pruner_a, batches)
-    model_b, optimizer_b, pruner_b = run()
-    train(model_b, optimizer_b, pruner_b, batches, stop=stop_at)
-    state = copy.deepcopy({"model": model_b.state_dict(), "optimizer": optimizer_b.state_dict(), "pruner": pruner_b.state_dict()})
-    model_c, optimizer_c, pruner_c = run()
-    pruner_c.load_state_dict(state["pruner"])
-    model_c.load_state_dict(state["model"])
-    optimizer_c.load_state_dict(state["optimizer"])
-    train(model_c, optimizer_c, pruner_c, batches, start=stop_at)
-    for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
-        assert torch.equal(a, c), name
+    pruner_a, pruner_c = resumed_and_uninterrupted(run, run, batches, stop_at)
     for name, score in pruner_a.criterion.buffers.items():
         assert torch.equal(score, pruner_c.criterion.buffers[name]), name
 
@@ -195,20 +206,9 @@ def test_soft_achieved_sparsity_rises_with_the_regularizer_strength():
 
 @pytest.mark.parametrize("stop_at", [5, 23])
 def test_soft_resume_mid_run_is_bit_identical(stop_at):
-    batches = random_batches(STEPS, 20, 4)
-    model_a, optimizer_a, pruner_a = soft_run(3.0, lr=0.05)
-    train(model_a, optimizer_a, pruner_a, batches)
+    start, restart = (lambda: soft_run(3.0, lr=0.05)), (lambda: soft_run(3.0, seed=5, lr=0.05))
+    pruner_a, pruner_c = resumed_and_uninterrupted(start, restart, random_batches(STEPS, 20, 4), stop_at)
     assert 0.2 < pruner_a.summary().sparsity < 0.95
-    model_b, optimizer_b, pruner_b = soft_run(3.0, lr=0.05)
-    train(model_b, optimizer_b, pruner_b, batches, stop=stop_at)
-    state = copy.deepcopy({"model": model_b.state_dict(), "optimizer": optimizer_b.state_dict(), "pruner": pruner_b.state_dict()})
-    model_c, optimizer_c, pruner_c = soft_run(3.0, seed=5, lr=0.05)
-    pruner_c.load_state_dict(state["pruner"])
-    model_c.load_state_dict(state["model"])
-    optimizer_c.load_state_dict(state["optimizer"])
-    train(model_c, optimizer_c, pruner_c, batches, start=stop_at)
-    for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
-        assert torch.equal(a, c), name
     for name in pruner_a.params:
         assert torch.equal(pruner_a.regularizer.scores[name], pruner_c.regularizer.scores[name]), name
         assert torch.equal(pruner_a.regularizer.shadow.dense[name], pruner_c.regularizer.shadow.dense[name]), name
@@ -292,21 +292,10 @@ def test_topk_scores_of_pruned_weights_keep_learning_from_their_saved_values_and
 
 @pytest.mark.parametrize("stop_at", [3, 17])
 def test_topk_resume_mid_run_is_bit_identical(stop_at):
-    batches = random_batches(STEPS, 20, 4)
-    model_a, optimizer_a, pruner_a = topk_run()
-    train(model_a, optimizer_a, pruner_a, batches)
-    model_b, optimizer_b, pruner_b = topk_run()
-    train(model_b, optimizer_b, pruner_b, batches, stop=stop_at)
-    state = copy.deepcopy({"model": model_b.state_dict(), "optimizer": optimizer_b.state_dict(), "pruner": pruner_b.state_dict()})
-    model_c, optimizer_c, pruner_c = topk_run(seed=5)
-    pruner_c.load_state_dict(state["pruner"])
-    model_c.load_state_dict(state["model"])
-    optimizer_c.load_state_dict(state["optimizer"])
-    train(model_c, optimizer_c, pruner_c, batches, start=stop_at)
-    for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
-        assert torch.equal(a, c), name
+    pruner_a, pruner_c = resumed_and_uninterrupted(topk_run, lambda: topk_run(seed=5), random_batches(STEPS, 20, 4), stop_at)
     for name in pruner_a.params:
         assert torch.equal(pruner_a.regularizer.scores[name], pruner_c.regularizer.scores[name]), name
+        assert torch.equal(pruner_a.regularizer.shadow.dense[name], pruner_c.regularizer.shadow.dense[name]), name
         assert torch.equal(pruner_a.masks[name], pruner_c.masks[name]), name
 
 

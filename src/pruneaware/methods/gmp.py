@@ -29,6 +29,10 @@ def cubic_ramp(
     name: str, criterion: str, final: float, begin: float, end: float, every: float | None, unit: str, scope: str, recipe_fields: dict[str, Any]
 ) -> Recipe:
     """Element pruning on a cubic ramp with ``criterion``: the shape gradual methods share."""
-    schedule = {"type": "cubic", "final": final, "begin": begin, "end": end, "every": every, "unit": unit}
-    pruning = {"schedule": schedule, "criterion": criterion, "granularity": {"type": "element", "scope": scope}}
+    pruning = {"schedule": cubic_schedule(final, begin, end, every, unit), "criterion": criterion, "granularity": {"type": "element", "scope": scope}}
     return Recipe.from_dict({"name": name, "pruning": pruning, **recipe_fields})
+
+
+def cubic_schedule(final: float, begin: float, end: float, every: float | None, unit: str) -> dict[str, Any]:
+    """The recipe dict of a cubic ramp from 0 to ``final`` between ``begin`` and ``end``."""
+    return {"type": "cubic", "final": final, "begin": begin, "end": end, "every": every, "unit": unit}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pruneaware.methods.gmp import cubic_ramp
+from pruneaware.methods.gmp import cubic_ramp, cubic_schedule
 from pruneaware.recipe import Recipe
 
 
@@ -51,7 +51,7 @@ def topk_movement(
     their scores learning from their saved values and come back when they overtake a kept weight.
     ``lr`` and ``optimizer`` (``adam`` or ``sgd``) are the scores' own.
     """
-    schedule = {"type": "cubic", "final": final, "begin": begin, "end": end, "every": every, "unit": unit}
+    schedule = cubic_schedule(final, begin, end, every, unit)
     regularizer = {"type": "topk_movement", "schedule": schedule, "allocation": allocation, "init": init, "lr": lr, "optimizer": optimizer}
     return Recipe.from_dict({"name": "topk-movement", "regularizer": regularizer, **recipe_fields})
 
