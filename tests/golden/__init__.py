@@ -1,0 +1,1 @@
+"""Golden behaviour of every shipped recipe and method builder (see tests/test_golden.py)."""

@@ -1,0 +1,62 @@
+"""Golden behaviour: every shipped recipe and method builder reproduces the runs recorded in tests/golden/.
+
+Each case (``tests/golden/runs.py``) trains a tiny model (a small 1-D CNN; a small converted ViT for
+head removal) for 40 seeded Adam steps on one thread with deterministic kernels, then compares with
+``tests/golden/golden.json``: hashes of the raw bytes of the final masks and weights, the parameter
+shapes after every step that changed one, and the order of MaskSet operations (apply_,
+mask_gradients_, save/restore of shadows, update, remap) in each training-loop phase. Checkpoints
+saved mid-run in the original pruner state format (``tests/golden/checkpoints/*.pt``) must load into a
+fresh run and finish bit-identically to the uninterrupted one.
+
+Re-record (only for an intended change of behaviour, explained in the commit):
+``.venv/bin/python -m tests.golden.record``
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.golden.runs import CASES, Case, Run, checkpoint_path, deterministic, record
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "golden.json").read_text())
+
+
+def test_every_shipped_recipe_and_method_builder_has_a_golden_run() -> None:
+    import pruneaware as pa
+
+    names = {case.name for case in CASES}
+    shipped = {f"yaml:{path.stem}" for path in (Path(pa.__file__).parent / "recipes").glob("*.yaml")}
+    assert shipped <= names, sorted(shipped - names)
+    assert {f"method:{name}" for name in pa.recipes.__all__} <= names
+    assert names == set(GOLDEN), sorted(names ^ set(GOLDEN))
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
+def test_run_matches_its_golden_record(case: Case) -> None:
+    golden, result = GOLDEN[case.name], record(case)
+    assert result["trace"] == golden["trace"], "order of mask operations changed"
+    assert result["shapes"] == golden["shapes"], "channel or head removals changed"
+    assert result["masks"] == golden["masks"]
+    assert result["weights"] == golden["weights"]
+    assert result["kept"] == golden["kept"]
+
+
+CHECKPOINTED = [case for case in CASES if case.checkpoint_at is not None]
+
+
+@pytest.mark.parametrize("case", CHECKPOINTED, ids=[case.name for case in CHECKPOINTED])
+def test_original_format_checkpoint_resumes_bit_identically(case: Case) -> None:
+    state = torch.load(checkpoint_path(case), weights_only=False)
+    assert state["pruner"]["format"] == 1 and state["step"] == case.checkpoint_at
+    with deterministic():
+        run = Run(case)
+        run.resume(state)
+        result = run.finish()
+    golden = GOLDEN[case.name]
+    assert result["shapes"] == {step: shapes for step, shapes in golden["shapes"].items() if int(step) > case.checkpoint_at}
+    assert result["masks"] == golden["masks"]
+    assert result["weights"] == golden["weights"]
