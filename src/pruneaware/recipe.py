@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from pruneaware import granularity as gran
 from pruneaware import schedules
 from pruneaware.criteria import CRITERIA, Criterion
+from pruneaware.criterion_options import check_criterion_options
 from pruneaware.errors import ConfigError
 from pruneaware.regrow import Regrow
 from pruneaware.regularizers import L1, Regularizer
@@ -27,7 +28,20 @@ from pruneaware.reparam.movement import SoftMovement, TopKMovement
 from pruneaware.rewind import Rewind
 from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
 from pruneaware.splice import Splice
+from pruneaware.recipe_bounds import (
+    BlockSide,
+    Decay,
+    Flag,
+    Fraction,
+    LearningRate,
+    MeanStrength,
+    Score,
+    Seed,
+    Time,
+    WeightStrength,
+)
 from pruneaware.recipe_schedules import ScheduleSpec, TrainingLength, Unit, _Spec
+from pruneaware.yaml_loading import load_strict
 from pruneaware.recipe_structured import StructuredSpec
 
 RECIPE_VERSION = 1
@@ -42,7 +56,7 @@ class ElementSpec(_Spec):
 
 class BlockSpec(_Spec):
     type: Literal["block"]
-    shape: tuple[int, int] = (1, 4)
+    shape: tuple[BlockSide, BlockSide] = (1, 4)
     scope: Literal["layer", "global", "er", "erk"] = "layer"
 
     def build(self) -> gran.Granularity:
@@ -51,8 +65,8 @@ class BlockSpec(_Spec):
 
 class NMSpec(_Spec):
     type: Literal["nm"]
-    n: int = 2
-    m: int = 4
+    n: BlockSide = 2
+    m: BlockSide = 4
 
     @model_validator(mode="after")
     def _n_below_m(self) -> NMSpec:
@@ -69,13 +83,13 @@ GranularitySpec = Annotated[Union[ElementSpec, BlockSpec, NMSpec], Field(discrim
 class RewindSpec(_Spec):
     """Lottery-ticket rewinding: after every pruning round the whole model returns to its state at ``to``, then is masked."""
 
-    to: float = Field(0.0, ge=0)
+    to: Time = 0.0
     """When the snapshot is taken, in the schedule's unit; 0 is the initialization (the original lottery ticket)."""
-    reinit: bool = False
+    reinit: Flag = False
     """The random-reinitialization control: the last round starts from a fresh initialization instead of the snapshot."""
     optimizer: Literal["reset", "keep"] = "reset"
     """reset: momentum and Adam moments start afresh at each rewind, as in a new training run; keep: they carry on."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the fresh initialization drawn by ``reinit``."""
 
     def build(self, module: Any, schedule: schedules.Schedule, unit: Unit, length: TrainingLength) -> Rewind:
@@ -86,7 +100,7 @@ class RewindSpec(_Spec):
 class SpliceSpec(_Spec):
     """Dynamic network surgery: pruned weights keep training in a dense shadow and are spliced back when they grow."""
 
-    band: float = Field(0.1, ge=0, lt=1)
+    band: Annotated[Fraction, Field(lt=1)] = 0.1
     """Hysteresis: kept weights are scored (1 + band) times, pruned ones (1 - band) times, before the cut to the target."""
 
     def build(self) -> Splice:
@@ -96,7 +110,7 @@ class SpliceSpec(_Spec):
 class RegrowSpec(_Spec):
     """RigL: at each update after the first, drop the weakest active weights and grow those with the largest gradients."""
 
-    fraction: float = Field(0.3, gt=0, le=1)
+    fraction: Annotated[Fraction, Field(gt=0)] = 0.3
     """Share of each layer's active weights swapped at the first swap (RigL's alpha)."""
     decay: Literal["cosine", "constant"] = "cosine"
     """How that share shrinks towards the schedule's last update."""
@@ -141,6 +155,17 @@ class PruningSpec(_Spec):
             raise ValueError(f"one of {CRITERIA.names()}")
         return name
 
+    @field_validator("criterion_options")
+    @classmethod
+    def _options_of_criterion(cls, options: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        criterion = info.data.get("criterion")
+        return check_criterion_options(criterion, options) if criterion is not None else options
+
+    @model_validator(mode="after")
+    def _name_schedule_section(self) -> PruningSpec:
+        self.schedule.within("pruning")
+        return self
+
     @model_validator(mode="after")
     def _nm_target(self) -> PruningSpec:
         if isinstance(self.granularity, NMSpec):
@@ -173,7 +198,7 @@ class ScopeSpec(_Spec):
     include: tuple[str, ...] = ("*",)
     exclude: tuple[str, ...] = ()
     parameter: str = "weight"
-    skip_last: bool = True
+    skip_last: Flag = True
 
     def build(self) -> Scope:
         return Scope(**self.model_dump())
@@ -181,8 +206,8 @@ class ScopeSpec(_Spec):
 
 class L1Spec(_Spec):
     type: Literal["l1"]
-    strength: float = Field(gt=0)
-    proximal: bool = False
+    strength: WeightStrength
+    proximal: Flag = False
 
     def build(self, length: TrainingLength) -> Regularizer:
         return L1(self.strength, self.proximal)
@@ -192,11 +217,11 @@ class L0Spec(_Spec):
     """Hard-concrete L0 gates on every weight in scope (Louizos et al. 2018); closed gates become pruned."""
 
     type: Literal["l0"]
-    strength: float = Field(gt=0)
-    droprate_init: float = Field(0.5, gt=0, lt=1)
-    lr: float = Field(0.01, gt=0)
+    strength: WeightStrength
+    droprate_init: Annotated[Fraction, Field(gt=0, lt=1)] = 0.5
+    lr: LearningRate = 0.01
     """Learning rate of the Adam that trains the gates (the model's optimizer trains the weights)."""
-    seed: int = 0
+    seed: Seed = 0
 
     def build(self, length: TrainingLength) -> Regularizer:
         return L0(self.strength, self.droprate_init, self.lr, self.seed)
@@ -206,9 +231,9 @@ class SRSTESpec(_Spec):
     """N:M-sparse forward, dense weights trained by the sparse-refined straight-through estimator (Zhou et al. 2021)."""
 
     type: Literal["sr_ste"]
-    n: int = 2
-    m: int = 4
-    decay: float = Field(2e-4, ge=0)
+    n: BlockSide = 2
+    m: BlockSide = 4
+    decay: Decay = 2e-4
 
     @model_validator(mode="after")
     def _n_below_m(self) -> SRSTESpec:
@@ -223,11 +248,11 @@ class SoftMovementSpec(_Spec):
     """Soft movement pruning (Sanh et al. 2020): learned scores, weights kept above ``threshold``, ``strength * mean(sigmoid(S))`` pulling scores down."""
 
     type: Literal["soft_movement"]
-    strength: float = Field(ge=0)
-    threshold: float = 0.0
-    init: float = 1.0
+    strength: MeanStrength
+    threshold: Score = 0.0
+    init: Score = 1.0
     """Every score's starting value; above ``threshold``, so training starts dense."""
-    lr: float = Field(0.01, gt=0)
+    lr: LearningRate = 0.01
     """Learning rate of the scores' own optimizer (the model's optimizer trains the weights)."""
     optimizer: Literal["adam", "sgd"] = "adam"
 
@@ -248,10 +273,15 @@ class TopKMovementSpec(_Spec):
     schedule: ScheduleSpec
     allocation: Literal["layer", "global", "erk", "er"] = "layer"
     """How the kept weights are shared out: ``layer`` is the paper's per-matrix top-k."""
-    init: float = 0.0
-    lr: float = Field(0.01, gt=0)
+    init: Score = 0.0
+    lr: LearningRate = 0.01
     """Learning rate of the scores' own optimizer (the model's optimizer trains the weights)."""
     optimizer: Literal["adam", "sgd"] = "adam"
+
+    @model_validator(mode="after")
+    def _name_schedule_section(self) -> TopKMovementSpec:
+        self.schedule.within("regularizer")
+        return self
 
     def build(self, length: TrainingLength) -> Regularizer:
         return TopKMovement(self.schedule.build(length), self.allocation, self.init, self.lr, self.optimizer)
@@ -271,6 +301,13 @@ class Recipe(_Spec):
     scope: ScopeSpec = Field(default_factory=ScopeSpec)
     regularizer: RegularizerSpec | None = None
     structured: StructuredSpec | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_is_a_number(cls, value: Any) -> Any:
+        if type(value) is not int:  # YAML's true would otherwise pass as 1
+            raise ValueError(f"the recipe format version as a whole number: {RECIPE_VERSION}")
+        return value
 
     @model_validator(mode="after")
     def _reparametrizing_regularizer_alone(self) -> Recipe:
@@ -298,7 +335,7 @@ class Recipe(_Spec):
         try:
             return cls.model_validate(data)
         except ValidationError as error:
-            raise _config_error(error) from None
+            raise _config_error(error, data) from None
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> Recipe:
@@ -325,7 +362,7 @@ def read_yaml_mapping(source: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError("recipe", str(source), "the path of an existing YAML recipe file")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_strict(path.read_text())
     except yaml.YAMLError as error:
         raise ConfigError("recipe", str(source), f"valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(data, dict):
@@ -333,11 +370,31 @@ def read_yaml_mapping(source: str | Path) -> dict[str, Any]:
     return data
 
 
-def _config_error(error: ValidationError) -> ConfigError:
+def _config_error(error: ValidationError, data: Any) -> ConfigError:
     first = error.errors()[0]
-    field = "recipe." + ".".join(str(part) for part in first["loc"]) if first["loc"] else "recipe"
+    path = _field_path(first["loc"], data)
+    field = "recipe." + ".".join(path) if path else "recipe"
     message = first["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
     if first["type"] == "extra_forbidden":
         message = "no such field; check the spelling against the recipe reference in docs/recipes.md"
+    value = first.get("input")
+    if isinstance(value, dict) and path[-1:] != ["criterion_options"]:  # a rule across fields: name them, not their contents
+        value = sorted(value)
     more = error.error_count() - 1
-    return ConfigError(field, first.get("input"), message + (f" (and {more} more problem(s))" if more else ""))
+    return ConfigError(field, value, message + (f" (and {more} more problem(s))" if more else ""))
+
+
+def _field_path(loc: tuple[Any, ...], data: Any) -> list[str]:
+    """``loc`` as the user wrote it: pydantic's union tags (``schedule.cubic.final``) are left out."""
+    path: list[str] = []
+    for part in loc:
+        if isinstance(data, dict) and part not in data and data.get("type") == part:
+            continue  # the discriminator's tag, not a key of the recipe
+        path.append(str(part))
+        if isinstance(data, dict):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        else:
+            data = None
+    return path

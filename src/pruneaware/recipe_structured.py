@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, Strict, field_validator, model_validator
 
+from pruneaware.recipe_bounds import MAX_BLOCK, Flag, Fraction, Time, WeightStrength
 from pruneaware.recipe_schedules import ScheduleSpec, TrainingLength, _Spec
 from pruneaware.structured.target import ResourceTarget
 
 class ResourceTargetSpec(_Spec):
     """A MACs or parameter budget, as a fraction of the dense model: ``{macs: 0.5}`` or ``{params: 0.4}``."""
 
-    macs: float | None = Field(None, gt=0, lt=1)
-    params: float | None = Field(None, gt=0, lt=1)
+    macs: Annotated[Fraction, Field(gt=0, lt=1)] | None = None
+    params: Annotated[Fraction, Field(gt=0, lt=1)] | None = None
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ResourceTargetSpec:
@@ -31,8 +32,8 @@ class ChannelRegularizerSpec(_Spec):
     """A penalty on coupled channel groups while the structured schedule ramps, added by ``Pruner.penalty()``."""
 
     type: Literal["group_lasso", "bn_scale", "growing"]
-    strength: float = Field(gt=0)
-    alpha: float = Field(1.0, ge=1)
+    strength: WeightStrength
+    alpha: Annotated[float, Strict(), Field(ge=1, le=1000)] = 1.0
     """group_lasso only: the weakest channel of a group is penalised up to alpha times more than the strongest."""
 
     @model_validator(mode="after")
@@ -55,18 +56,23 @@ class StructuredSpec(_Spec):
     allocation: Literal["global", "uniform"] = "global"
     ignore: tuple[str, ...] = ()
     """Glob patterns of modules whose output channels are never removed (the classifier is added by scope.skip_last)."""
-    max_layer_ratio: float = Field(0.9, gt=0, le=1)
-    round_to: int | None = Field(None, ge=1)
+    max_layer_ratio: Annotated[Fraction, Field(gt=0)] = 0.9
+    round_to: Annotated[int, Strict(), Field(ge=1, le=MAX_BLOCK)] | None = None
     phase: Literal["hard", "soft"] = "hard"
     """hard: remove channels at every update; soft: zero them (reversibly) until ``remove_at``, then remove."""
-    remove_at: float | Literal["end"] = "end"
+    remove_at: Time | Literal["end"] = "end"
     """Soft phase only: when the zeroed channels are removed, in the schedule's unit ('end': its last update)."""
     target: ResourceTargetSpec | None = None
     """Stop pruning (and end a soft phase) as soon as MACs or parameters fall to this fraction of dense."""
-    heads: bool = True
+    heads: Flag = True
     """Attention modules lose whole heads (true) or the same dimensions from every head (false)."""
     regularizer: ChannelRegularizerSpec | None = None
     """A penalty on whole channel groups (group_lasso, bn_scale, growing) that prepares channels for removal."""
+
+    @model_validator(mode="after")
+    def _name_schedule_section(self) -> StructuredSpec:
+        self.schedule.within("structured")
+        return self
 
     @model_validator(mode="after")
     def _remove_at_needs_soft(self) -> StructuredSpec:
