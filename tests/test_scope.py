@@ -116,3 +116,30 @@ def test_subclasses_match_by_base_type_name():
 
 def test_a_bare_module_is_named_by_its_parameter():
     assert list(Scope(skip_last=False).select(nn.Linear(3, 3))) == ["weight"]
+
+
+class TiedClassifier(nn.Module):
+    """A language-model head sharing its embedding's weight (weight tying)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(10, 6)
+        self.body = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 10, bias=False)
+        self.head.weight = self.embed.weight
+
+
+def test_skip_last_keeps_a_classifier_tied_to_an_embedding_dense():
+    selected = Scope(modules=("Embedding", "Linear")).select(TiedClassifier())
+    assert list(selected) == ["body.weight"]
+
+
+def test_excluding_one_name_of_a_tied_parameter_excludes_it():
+    selected = Scope(modules=("Embedding", "Linear"), exclude=("head",), skip_last=False).select(TiedClassifier())
+    assert list(selected) == ["body.weight"]
+
+
+def test_classifier_tied_to_an_earlier_linear_stays_dense():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4), nn.Linear(4, 4))
+    model[2].weight = model[0].weight
+    assert list(Scope().select(model)) == ["1.weight"]

@@ -36,22 +36,26 @@ class Scope:
                 raise ScopeError(
                     f"scope pattern {pattern!r} matches no module; module names look like: {_examples(names)}"
                 )
-        candidates = [
+        typed = [
             (name, module)
             for name, module in model.named_modules()
-            if _type_matches(module, self.modules)
-            and any(fnmatchcase(name, p) for p in self.include)
-            and not any(fnmatchcase(name, p) for p in self.exclude)
-            and isinstance(getattr(module, self.parameter, None), nn.Parameter)
+            if _type_matches(module, self.modules) and isinstance(getattr(module, self.parameter, None), nn.Parameter)
+        ]
+        excluded = [(name, module) for name, module in typed if any(fnmatchcase(name, p) for p in self.exclude)]
+        candidates = [
+            (name, module)
+            for name, module in typed
+            if any(fnmatchcase(name, p) for p in self.include) and (name, module) not in excluded
         ]
         if self.skip_last and candidates:
-            candidates = candidates[:-1]
+            excluded.append(candidates.pop())
+        # A tied parameter (a classifier sharing its embedding's weight) is one parameter: left out under any name, it stays out.
+        left_out = {id(getattr(module, self.parameter)) for _, module in excluded}
         selected: dict[str, nn.Parameter] = {}
-        seen: set[int] = set()
         for name, module in candidates:
             param = getattr(module, self.parameter)
-            if id(param) not in seen:  # tied weights are pruned once, under their first name
-                seen.add(id(param))
+            if id(param) not in left_out:
+                left_out.add(id(param))  # tied weights are pruned once, under their first name
                 selected[f"{name}.{self.parameter}" if name else self.parameter] = param
         if not selected:
             types = sorted({type(m).__name__ for m in model.modules()})
