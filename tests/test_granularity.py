@@ -27,6 +27,8 @@ def removed(mask: torch.Tensor) -> int:
 @pytest.mark.parametrize("sparsity", [0.0, 0.1, 0.33, 0.5, 0.9, 0.99])
 def test_element_layer_removes_round_s_n_in_every_layer(sparsity):
     scores = scores_for((10, 7), (3, 5, 3, 3), (13,), (1, 1))
+    if sparsity >= 0.5:  # the 1-weight layer (and the 13-weight one at 0.99) would lose every weight: refused, see below
+        scores = scores_for((10, 7), (3, 5, 3, 3), (13,) if sparsity < 0.99 else (130,))
     masks = Element(scope="layer").masks(scores, sparsity)
     assert masks.keys() == scores.keys()
     for name, score in scores.items():
@@ -246,3 +248,20 @@ def test_input_major_view():
     assert input_major(linear) is linear
     conv = torch.zeros(2, 3, 4, 5)
     assert input_major(conv).shape == (2, 4, 5, 3)
+
+
+@pytest.mark.parametrize("scope", ["layer", "global", "erk"])
+def test_a_target_that_rounds_to_every_weight_is_refused(scope):
+    scores = {"a": torch.rand(10, 10), "b": torch.rand(10, 10)}
+    with pytest.raises(ConfigError) as error:
+        Element(scope).masks(scores, 0.9999999)
+    assert error.value.field == "sparsity" and "keeps at least one" in str(error.value)
+
+
+def test_a_layer_target_that_rounds_to_a_whole_small_layer_names_it():
+    scores = {"big": torch.rand(100, 100), "tiny": torch.rand(2, 2)}
+    with pytest.raises(ConfigError) as error:
+        Element("layer").masks(scores, 0.9)
+    assert "'tiny'" in str(error.value)
+    kept = Element("global").masks(scores, 0.9)  # ranked together, one layer may go: that is what global asks
+    assert sum(int(m.sum()) for m in kept.values()) == round(0.1 * 10004)

@@ -481,18 +481,16 @@ def test_fraction_units_need_the_training_length():
 
 
 def test_non_integer_step_time_raises():
-    recipe = gradual_magnitude(0.9, begin=2.5, end=10, unit="step")
-    with pytest.raises(ConfigError) as error:
-        Pruner(make_model("mlp"), None, recipe, total_steps=STEPS)
+    with pytest.raises(ConfigError) as error:  # refused when the recipe is validated, before any Pruner
+        gradual_magnitude(0.9, begin=2.5, end=10, unit="step")
     assert "pruning.schedule.begin" in str(error.value) and "2.5" in str(error.value)
 
 
 @pytest.mark.parametrize("unit", ["step", "epoch", "fraction"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")])
 def test_non_finite_times_raise_config_error(unit, value):
-    recipe = gradual_magnitude(0.9, begin=value, end=10, unit=unit)
-    with pytest.raises(ConfigError) as error:
-        Pruner(make_model("mlp"), None, recipe, steps_per_epoch=10, epochs=20)
+    with pytest.raises(ConfigError) as error:  # refused when the recipe is validated, before any Pruner
+        gradual_magnitude(0.9, begin=value, end=10, unit=unit)
     assert "pruning.schedule.begin" in str(error.value)
 
 

@@ -261,7 +261,7 @@ def test_errors_from_yaml_name_the_field(tmp_path):
 
 def test_criterion_options_are_checked_at_validation():
     message = config_error({"pruning": {**cubic()["pruning"], "criterion": "magnitude", "criterion_options": {"seed": 1}}})
-    assert message.startswith("recipe.pruning.criterion_options:") and "no option 'seed'" in message
+    assert message.startswith("recipe.pruning.criterion_options.seed:") and "no option 'seed'" in message
 
 
 # -- time units ----------------------------------------------------------------------------------

@@ -290,3 +290,10 @@ def test_config_error_is_a_value_error():
     with pytest.raises(ValueError):
         OneShot(1.0)
     assert not math.isnan(OneShot(0.5).final)
+
+
+@pytest.mark.parametrize("power", [float("nan"), float("inf"), 0.0])
+def test_polynomial_power_must_be_finite_and_positive(power):
+    with pytest.raises(ConfigError) as error:
+        Polynomial(0.0, 0.5, 0, 10, 1, power=power)
+    assert error.value.field == "schedule.power"

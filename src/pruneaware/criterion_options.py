@@ -28,19 +28,28 @@ BY_TYPE: dict[Any, Any] = {
 }
 
 
+class OptionError(ValueError):
+    """One criterion option is unknown or out of range; carries its name so the error can point at it."""
+
+    def __init__(self, option: str, value: object, message: str):
+        self.option = option
+        self.value = value
+        super().__init__(message)
+
+
 def check_criterion_options(criterion: str, options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` validated for ``criterion``; a ValueError naming the option and what it accepts otherwise."""
+    """``options`` validated for ``criterion``; an OptionError naming the option and what it accepts otherwise."""
     accepted = _accepted(criterion)
     checked: dict[str, Any] = {}
     for option, value in options.items():
         if option not in accepted:
             known = ", ".join(sorted(accepted)) or "none"
-            raise ValueError(f"no option {option!r} for criterion {criterion!r} (it accepts: {known})")
+            raise OptionError(option, value, f"no option {option!r} for criterion {criterion!r} (it accepts: {known})")
         try:
             checked[option] = TypeAdapter(accepted[option]).validate_python(value)
         except ValidationError as error:
             problem = error.errors()[0]["msg"].removeprefix("Input should be ")
-            raise ValueError(f"option {option!r} of criterion {criterion!r}: {problem}, not {value!r}") from None
+            raise OptionError(option, value, f"{problem} for option {option!r} of criterion {criterion!r}") from None
     return checked
 
 

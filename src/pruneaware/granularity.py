@@ -66,10 +66,10 @@ class _Ranked(Granularity):
         check_sparsity("sparsity", sparsity)
         units = {name: self.units(score) for name, score in scores.items()}
         if self.scope == "global":
-            keep = _keep_lowest_pruned([u for u, _ in units.values()], [s for _, s in units.values()], sparsity)
+            keep = _keep_lowest_pruned([u for u, _ in units.values()], [s for _, s in units.values()], sparsity, "the layers in scope")
         else:
             layer_sparsity = self._layer_sparsities(scores, sparsity)
-            keep = [_keep_lowest_pruned([u], [s], layer_sparsity[name])[0] for name, (u, s) in units.items()]
+            keep = [_keep_lowest_pruned([u], [s], layer_sparsity[name], repr(name))[0] for name, (u, s) in units.items()]
         return {name: self.expand(k, scores[name].shape) for name, k in zip(scores, keep)}
 
     def _layer_sparsities(self, scores: Mapping[str, Tensor], sparsity: float) -> dict[str, float]:
@@ -81,11 +81,19 @@ class _Ranked(Granularity):
         return {name: 1.0 - density for name, density in densities.items()}
 
 
-def _keep_lowest_pruned(unit_scores: list[Tensor], unit_sizes: list[Tensor], sparsity: float) -> list[Tensor]:
-    """Prune the lowest-scoring units until ``round(sparsity * weights)`` weights are removed."""
+def _keep_lowest_pruned(unit_scores: list[Tensor], unit_sizes: list[Tensor], sparsity: float, where: str) -> list[Tensor]:
+    """Prune the lowest-scoring units until ``round(sparsity * weights)`` weights are removed.
+
+    A target that rounds to every weight of ``where`` is refused: it would leave nothing to compute with.
+    """
     scores = torch.cat([s.float().flatten().cpu() for s in unit_scores])
     sizes = torch.cat([s.flatten().cpu() for s in unit_sizes])
-    to_remove = round(sparsity * int(sizes.sum()))
+    total = int(sizes.sum())
+    to_remove = round(sparsity * total)
+    if total and to_remove >= total:
+        raise ConfigError(
+            "sparsity", sparsity, f"a target that keeps at least one of the {total} weights of {where}; it rounds to all of them, lower it"
+        )
     order = torch.sort(scores, stable=True).indices
     removed_before = torch.cumsum(sizes[order], 0) - sizes[order]
     pruned = order[(removed_before < to_remove) & (torch.cumsum(sizes[order], 0) <= to_remove)]

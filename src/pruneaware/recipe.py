@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pruneaware import granularity as gran
 from pruneaware import schedules
 from pruneaware.criteria import CRITERIA, Criterion
-from pruneaware.criterion_options import check_criterion_options
+from pruneaware.criterion_options import OptionError, check_criterion_options
 from pruneaware.errors import ConfigError
 from pruneaware.regrow import Regrow
 from pruneaware.regularizers import L1, Regularizer
@@ -301,6 +301,8 @@ class Recipe(_Spec):
     scope: ScopeSpec = Field(default_factory=ScopeSpec)
     regularizer: RegularizerSpec | None = None
     structured: StructuredSpec | None = None
+    stages: tuple[str | dict[str, Any], ...] | None = None
+    """Optional: every stage of the run in order, section stages by name (prune, channels, ...), others as ``{type: name, ...options}``."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -320,13 +322,11 @@ class Recipe(_Spec):
 
     @model_validator(mode="after")
     def _does_something(self) -> Recipe:
-        if self.pruning is None and self.regularizer is None and self.structured is None:
-            raise ValueError("a 'pruning', 'structured' or 'regularizer' section")
-        if self.pruning is not None and self.structured is not None:
-            raise ValueError(
-                "either 'pruning' (element, block, N:M) or 'structured' (channels) in one recipe; "
-                "combining both in one run is not supported yet"
-            )
+        if self.pruning is None and self.regularizer is None and self.structured is None and not self.stages:
+            raise ValueError("a 'pruning', 'structured' or 'regularizer' section, or a 'stages' list")
+        for entry in self.stages or ():
+            if isinstance(entry, dict) and not isinstance(entry.get("type"), str):
+                raise ValueError(f"stages entries as a name or {{type: name, option: value}}, not {entry!r}")
         return self
 
     @classmethod
@@ -353,7 +353,8 @@ class Recipe(_Spec):
 
     def fingerprint(self) -> str:
         """Stable short hash of the recipe's content, stored in checkpoints to catch mismatched resumes."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+        content = {key: value for key, value in self.to_dict().items() if key != "stages" or value is not None}  # as before 'stages' existed
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def read_yaml_mapping(source: str | Path) -> dict[str, Any]:
@@ -373,13 +374,16 @@ def read_yaml_mapping(source: str | Path) -> dict[str, Any]:
 def _config_error(error: ValidationError, data: Any) -> ConfigError:
     first = error.errors()[0]
     path = _field_path(first["loc"], data)
-    field = "recipe." + ".".join(path) if path else "recipe"
     message = first["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
     if first["type"] == "extra_forbidden":
         message = "no such field; check the spelling against the recipe reference in docs/recipes.md"
     value = first.get("input")
-    if isinstance(value, dict) and path[-1:] != ["criterion_options"]:  # a rule across fields: name them, not their contents
+    cause = first.get("ctx", {}).get("error")
+    if isinstance(cause, OptionError):  # point at the one criterion option
+        path, value = [*path, cause.option], cause.value
+    elif isinstance(value, dict):  # a rule across fields: name them, not their contents
         value = sorted(value)
+    field = "recipe." + ".".join(path) if path else "recipe"
     more = error.error_count() - 1
     return ConfigError(field, value, message + (f" (and {more} more problem(s))" if more else ""))
 

@@ -170,7 +170,7 @@ class Polynomial(_Ramp):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.power <= 0:
+        if not (0 < self.power < math.inf):
             raise ConfigError("schedule.power", self.power, "a positive exponent (3 for the cubic schedule)")
 
     def value_at(self, step: int) -> float:
