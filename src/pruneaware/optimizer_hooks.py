@@ -39,6 +39,23 @@ def attach_step_hooks(optimizer: torch.optim.Optimizer, before: Callable[[], Non
     return [pre, post]
 
 
+def claim(optimizer: torch.optim.Optimizer, owner: object) -> None:
+    """Mark ``optimizer`` as driving ``owner``; a second Pruner on it would prune every step twice, so it is refused."""
+    current = getattr(optimizer, "_pruneaware_owner", None)
+    if current is not None and current is not owner:
+        raise UsageError(
+            "this optimizer already drives a Pruner: two Pruners on one optimizer would both act at every step. "
+            "Put every technique in one recipe (one Pruner), or call finalize() (or remove_hooks()) on the first one"
+        )
+    optimizer._pruneaware_owner = owner  # type: ignore[attr-defined]
+
+
+def release(optimizer: torch.optim.Optimizer, owner: object) -> None:
+    """Undo ``claim`` (the owner detached from the optimizer)."""
+    if getattr(optimizer, "_pruneaware_owner", None) is owner:
+        del optimizer._pruneaware_owner  # type: ignore[attr-defined]
+
+
 class LearningRates:
     """The current learning rate of each pruned parameter, read from the param group that holds it (proximal updates need it).
 

@@ -20,6 +20,17 @@ class Regularizer:
 
     straight_through: bool = False
     """True when pruned weights keep their gradients, because the optimizer updates dense weights."""
+    follows_structure: bool = False
+    """True when it keeps no per-weight state, so channel removal during training leaves it valid."""
+
+    @property
+    def decides_masks(self) -> bool:
+        """Whether it re-decides the masks at every step (they never settle, e.g. for QAT)."""
+        return type(self).keep_masks is not Regularizer.keep_masks or self.straight_through
+
+    def target(self) -> float | None:
+        """The sparsity it aims for now, when it follows a schedule (None otherwise)."""
+        return None
 
     def start(self, params: Mapping[str, nn.Parameter]) -> None:
         """Called once when the Pruner is built, before the first forward pass."""
@@ -53,6 +64,8 @@ class L1(Regularizer):
     The proximal form ``w <- sign(w) * max(|w| - lr * strength, 0)`` after each step produces exact
     zeros, which a subgradient penalty only approaches; those zeros then count as pruned.
     """
+
+    follows_structure = True
 
     def __init__(self, strength: float, proximal: bool = False):
         if not strength > 0:

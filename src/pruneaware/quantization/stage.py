@@ -15,19 +15,13 @@ from pruneaware.quantization.convert import Int8Model, convert_int8
 from pruneaware.quantization.prepare import prepare_qat
 from pruneaware.quantization.spec import QATSpec
 from pruneaware.quantization.zeros import check_zeros_kept
-from pruneaware.regularizers import Regularizer
 
 
 def last_mask_change(pruner: Pruner | None) -> int:
     """The optimizer step after which the pruner changes no mask and no shape any more (0 without a pruner)."""
     if pruner is None:
         return 0
-    steps = [0]
-    if pruner.schedule is not None:
-        steps.append(pruner.schedule.last_step)
-    if pruner.channels is not None:
-        steps += [pruner.channels.schedule.last_step, pruner.channels.remove_step]
-    return max(steps)
+    return pruner.last_change_step() or 0
 
 
 class QATStage:
@@ -108,12 +102,13 @@ class QATStage:
 
 
 def _refuse_moving_masks(pruner: Pruner | None) -> None:
-    """Regularizers that decide masks at every step (L0, SR-STE, soft movement) never let the masks settle."""
-    regularizer = pruner.regularizer if pruner is not None else None
-    if regularizer is not None and (type(regularizer).keep_masks is not Regularizer.keep_masks or regularizer.straight_through):
+    """Stages that decide masks at every step (L0, SR-STE, movement scores) never let the masks settle."""
+    if pruner is not None and pruner.last_change_step() is None:
+        moving = next(stage for stage in pruner.stages if stage.last_change(pruner.ctx) is None)
         raise ConfigError(
             "quantization.qat",
             "enabled",
-            f"a recipe whose masks settle before QAT; regularizer {type(regularizer).__name__} re-decides them at every step "
+            f"a recipe whose masks settle before QAT; stage {moving.name!r} ({type(getattr(moving, 'regularizer', moving)).__name__}) "
+            "re-decides them at every step "
             "(use a 'pruning' or 'structured' schedule)",
         )

@@ -116,6 +116,9 @@ class TopKMovement(_LearnedScores):
         super().after_step(params, learning_rates)
         self.steps += 1
 
+    def target(self) -> float:
+        return self.schedule.target(self.steps)
+
     @torch.no_grad()
     def keep_masks(self, masks: Mapping[str, Tensor]) -> dict[str, Tensor] | None:
         sparsity = self.schedule.target(self.steps)

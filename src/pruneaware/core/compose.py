@@ -1,0 +1,83 @@
+"""The one place where a recipe's sections become stages, and an optional ``stages:`` list orders them.
+
+Default order: ``channels``, ``prune``, ``regularizer``, ``channel_regularizer``, ``regrow``,
+``splice``, ``rewind`` (each present when its section is). A ``stages:`` list names every stage
+of the run in order: section stages by those names, other stages by their registered name,
+with options as ``{type: name, option: value}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pruneaware.core.context import Context
+from pruneaware.core.registry import STAGES
+from pruneaware.core.stage import Stage
+from pruneaware.errors import ConfigError
+from pruneaware.recipe import Recipe
+from pruneaware.stages import ChannelRegularization, ChannelRemoval, MaskUpdate, Regrowth, Regularization, Rewinding, Splicing
+from pruneaware.stages.prune import keep_pruned
+
+SECTION_STAGES = ("channels", "prune", "regularizer", "channel_regularizer", "regrow", "splice", "rewind")
+
+
+def section_stages(recipe: Recipe, ctx: Context) -> dict[str, Stage]:
+    """The stages the recipe's sections describe, by name, in the default order."""
+    stages: dict[str, Stage] = {}
+    splice = None
+    if recipe.structured is not None:
+        channels = stages["channels"] = ChannelRemoval(recipe, ctx)
+    spec = recipe.pruning
+    if spec is not None:
+        schedule = spec.schedule.build(ctx.length)
+        splice = spec.splice.build() if spec.splice else None
+        rule = splice.masks if splice is not None else keep_pruned
+        stages["prune"] = MaskUpdate(schedule, spec.build_criterion(), spec.granularity.build(), rule)
+    if recipe.regularizer is not None:
+        stages["regularizer"] = Regularization(recipe.regularizer.build(ctx.length))
+    if recipe.structured is not None and recipe.structured.regularizer is not None:
+        stages["channel_regularizer"] = ChannelRegularization(recipe.structured.regularizer.build(channels.channels))
+    if spec is not None and spec.regrow is not None:
+        stages["regrow"] = Regrowth(spec.regrow.build(schedule), schedule)
+    if splice is not None:
+        stages["splice"] = Splicing(splice, schedule)
+    if spec is not None and spec.rewind is not None:
+        stages["rewind"] = Rewinding(spec.rewind.build(ctx.module, schedule, spec.schedule.unit, ctx.length))
+    return stages
+
+
+def compose(recipe: Recipe, ctx: Context) -> list[Stage]:
+    """The run's stages in order: the sections' (default order), or as the recipe's ``stages:`` list orders them."""
+    built = section_stages(recipe, ctx)
+    if recipe.stages is None:
+        return list(built.values())
+    stages: list[Stage] = []
+    for index, entry in enumerate(recipe.stages):
+        name, options = (entry, {}) if isinstance(entry, str) else (entry["type"], {k: v for k, v in entry.items() if k != "type"})
+        field = f"recipe.stages[{index}]"
+        if name in built and not options:
+            stages.append(built.pop(name))
+        elif name in SECTION_STAGES:
+            raise ConfigError(field, entry, f"{name!r} is built from its recipe section: add the section, and list the bare name here")
+        elif name in STAGES:
+            stages.append(_user_stage(name, options, field))
+        else:
+            raise ConfigError(field, name, sorted(set(built) | set(STAGES.names())))
+    if built:
+        raise ConfigError("recipe.stages", [getattr(s, "name", s) for s in stages], f"every stage of the recipe's sections, in order; add {sorted(built)}")
+    names = [stage.name for stage in stages]
+    if len(set(names)) != len(names):
+        raise ConfigError("recipe.stages", names, "each stage once (names must be unique: they key the checkpoint state)")
+    return stages
+
+
+def _user_stage(name: str, options: dict[str, Any], field: str) -> Stage:
+    try:
+        stage = STAGES.get(name)(**options)
+    except TypeError as error:
+        raise ConfigError(field, options, f"options stage {name!r} accepts ({error})") from None
+    if not isinstance(stage, Stage):
+        raise ConfigError(field, type(stage).__name__, f"a pruneaware.core.Stage from the factory registered as {name!r}")
+    if stage.name == Stage.name:
+        stage.name = name
+    return stage
