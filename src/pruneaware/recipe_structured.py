@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, Strict, field_validator, model_validator
+from pydantic import Field, Strict, ValidationInfo, field_validator, model_validator
 
 from pruneaware.recipe_bounds import MAX_BLOCK, Flag, Fraction, Time, WeightStrength
 from pruneaware.recipe_schedules import ScheduleSpec, TrainingLength, _Spec
@@ -56,7 +56,7 @@ class StructuredSpec(_Spec):
     allocation: Literal["global", "uniform"] = "global"
     ignore: tuple[str, ...] = ()
     """Glob patterns of modules whose output channels are never removed (the classifier is added by scope.skip_last)."""
-    max_layer_ratio: Annotated[Fraction, Field(gt=0)] = 0.9
+    max_layer_ratio: Annotated[Fraction, Field(gt=0, validate_default=True)] = 0.9
     round_to: Annotated[int, Strict(), Field(ge=1, le=MAX_BLOCK)] | None = None
     phase: Literal["hard", "soft"] = "hard"
     """hard: remove channels at every update; soft: zero them (reversibly) until ``remove_at``, then remove."""
@@ -68,6 +68,17 @@ class StructuredSpec(_Spec):
     """Attention modules lose whole heads (true) or the same dimensions from every head (false)."""
     regularizer: ChannelRegularizerSpec | None = None
     """A penalty on whole channel groups (group_lasso, bn_scale, growing) that prepares channels for removal."""
+
+    @field_validator("max_layer_ratio")
+    @classmethod
+    def _final_reachable(cls, ratio: float, info: ValidationInfo) -> float:
+        schedule = info.data.get("schedule")
+        if schedule is not None and schedule.final > ratio:
+            raise ValueError(
+                f"at least the schedule's final fraction ({schedule.final:g}): no layer loses more than max_layer_ratio "
+                f"of its channels, so at most {ratio:g} of them can go; raise max_layer_ratio or lower structured.schedule.final"
+            )
+        return ratio
 
     @model_validator(mode="after")
     def _name_schedule_section(self) -> StructuredSpec:

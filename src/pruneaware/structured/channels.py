@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import copy
+import logging
 import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,6 +27,8 @@ from pruneaware.structured.target import ResourceTarget
 
 if TYPE_CHECKING:
     from pruneaware.distributed.sync import RankZeroSync
+
+log = logging.getLogger(__name__)
 
 OFFSET_OPS = {tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.EXPAND}
 """Operations after which a group's indices are offsets into a shared tensor: removing one group shifts the others'."""
@@ -104,6 +107,7 @@ class ChannelPruner:
         graph = self.ranker.DG
         self._offsets_move = bool(self.attention.found) or any(node.type in OFFSET_OPS for node in graph.module2node.values())
         self._initial_out = {m: graph.get_out_channels(m) for m in self.model.modules() if m in graph.module2node}
+        self._prunable = [m for m in self._initial_out if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m not in set(ignored)]
         self._dense_resource = target.measure(self.model, example_inputs) if target is not None else None
 
     def _fix_reference_channel_counts(self) -> None:
@@ -147,9 +151,28 @@ class ChannelPruner:
                 zero_removed_(group_keep_masks(groups))
             else:
                 remaps = self._remove(groups)
+                self._report(step)
         if soft and step == self.remove_step and not self.finished:
             remaps = self._remove(self._soft_groups)
+            self._report(step)
         return chain(remaps)
+
+    def removed_fraction(self) -> float:
+        """Fraction of the prunable layers' original output channels removed so far, counted on the model."""
+        before = sum(self._initial_out[m] for m in self._prunable)
+        after = sum(self.ranker.DG.get_out_channels(m) for m in self._prunable)
+        return 1.0 - after / before if before else 0.0
+
+    def _report(self, step: int) -> None:
+        """Log what was removed against what the schedule asked; warn when the caps held a real share back."""
+        asked, removed = self.schedule.target(step), self.removed_fraction()
+        log.info("step %d: %.1f%% of channels removed, %.1f%% asked", step, 100 * removed, 100 * asked)
+        if self.target is None and asked - removed > 0.02:
+            log.warning(
+                "step %d: only %.1f%% of channels removed where the schedule asks %.1f%%: max_layer_ratio (%g), round_to "
+                "or ranking ties held the rest back; raise max_layer_ratio or lower the schedule to make them agree",
+                step, 100 * removed, 100 * asked, self.max_layer_ratio,
+            )
 
     def _ranked_groups(self) -> list[Any]:
         """The channel groups to remove at the ranker's current ratio, each within its layer's cap."""
