@@ -77,7 +77,7 @@ def test_fisher_pruning_keeps_the_salient_weights_and_checkpoints_its_window():
         half_squared_error(model(x), y).backward()
         optimizer.step()
         if step == 10:
-            state = pruner.state_dict()["criterion"]
+            state = pruner.state_dict()["stages"]["prune"]["criterion"]
             assert state["steps"] == 11 and state["buffers"]["weight"].shape == (1, 6)
     assert pruner.masks["weight"][0].tolist() == [False, True, True, False, False, True]  # magnitude would keep 1, 2, 4
 
@@ -97,7 +97,7 @@ def test_obd_prunes_at_initialization_by_hessian_saliency():
     recipe = recipes.one_shot(0.5, at=0, unit="step", criterion="obd", scope={"skip_last": False})
     pruner = Pruner(model, None, recipe, total_steps=1, calibration_data=[(x, torch.zeros(6, 1))], loss_fn=half_squared_error)
     assert pruner.masks["weight"][0].tolist() == [False, True, True, False, False, True]
-    assert set(pruner.state_dict()["criterion"]) == {"generator"}
+    assert set(pruner.state_dict()["stages"]["prune"]["criterion"]) == {"generator"}
 
 
 def test_obd_averages_hutchinson_samples_toward_the_diagonal_of_a_full_hessian():

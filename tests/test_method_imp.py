@@ -181,9 +181,9 @@ def test_snapshot_is_part_of_the_pruner_state():
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     pruner = Pruner(model, optimizer, ticket(3), total_steps=STEPS)
-    assert pruner.state_dict()["rewind"] == {"snapshot": None}
+    assert pruner.state_dict()["stages"]["rewind"]["rewind"] == {"snapshot": None}
     train(model, optimizer, make_batches(), stop=3)
-    snapshot = pruner.state_dict()["rewind"]["snapshot"]
+    snapshot = pruner.state_dict()["stages"]["rewind"]["rewind"]["snapshot"]
     assert set(snapshot) == set(model.state_dict())
     assert all(torch.equal(snapshot[n], v) for n, v in model.state_dict().items())
 

@@ -385,7 +385,8 @@ def test_pruner_state_contents():
     assert state["step"] == 4
     assert state["recipe"] == recipe.fingerprint()
     assert set(state["masks"]) == set(PRUNED["mlp"])
-    assert set(state["criterion"]["buffers"]) == set(PRUNED["mlp"])
+    assert state["format"] == 2 and set(state["stages"]) == {"prune"}
+    assert set(state["stages"]["prune"]["criterion"]["buffers"]) == set(PRUNED["mlp"])
 
 
 def test_loading_state_from_a_different_recipe_raises():
@@ -683,6 +684,32 @@ def test_explicit_step_on_a_hooked_pruner_is_refused() -> None:
     with pytest.raises(pa.UsageError, match="advance it twice"):
         pruner.before_step()
     assert pruner.step_count == 0
-    pruner.finalize()
+    pruner.remove_hooks()
     pruner.step()  # detached from the optimizer: driving it by hand is allowed again
     assert pruner.step_count == 1
+
+
+def test_stepping_after_finalize_is_refused_and_prunes_nothing_more() -> None:
+    import pruneaware as pa
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    pruner = pa.Pruner(model, None, pa.recipes.gradual_magnitude(0.8, begin=1, end=4, every=1, unit="step"), total_steps=6)
+    pruner.step()
+    pruner.finalize()
+    before = model[0].weight.detach().clone()
+    for method in (pruner.step, pruner.before_step):
+        with pytest.raises(pa.UsageError, match=r"after finalize\(\)"):
+            method()
+    assert pruner.step_count == 1 and torch.equal(model[0].weight, before)
+
+
+def test_a_second_pruner_on_the_same_optimizer_is_refused_until_the_first_detaches() -> None:
+    import pruneaware as pa
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    first = pa.Pruner(model, optimizer, pa.recipes.one_shot(0.5, at=1, unit="step"), total_steps=4)
+    with pytest.raises(pa.UsageError, match="already drives a Pruner"):
+        pa.Pruner(model, optimizer, pa.recipes.one_shot(0.5, at=1, unit="step"), total_steps=4)
+    first.finalize()
+    pa.Pruner(model, optimizer, pa.recipes.one_shot(0.5, at=1, unit="step"), total_steps=4)  # the first one let go

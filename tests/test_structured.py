@@ -185,7 +185,7 @@ def test_resume_replays_channel_removals_and_continues_identically() -> None:
     train(resumed_model, resumed_optimizer, range(4, 8))
     for (name, ours), (_, theirs) in zip(model.named_parameters(), resumed_model.named_parameters()):
         assert torch.equal(ours, theirs), name
-    assert resumed_pruner.state_dict()["structure"] == pruner.state_dict()["structure"]
+    assert resumed_pruner.state_dict()["stages"]["channels"] == pruner.state_dict()["stages"]["channels"]
 
 
 def test_round_to_keeps_channel_counts_aligned_and_caps_hold() -> None:

@@ -131,7 +131,7 @@ def test_soft_phase_resumes_exactly() -> None:
     for index in range(4):
         train_step(model, optimizer, index)
     saved = copy.deepcopy({"pruner": pruner.state_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict()})
-    assert saved["pruner"]["structure"]["soft"], "the test should stop inside the soft phase"
+    assert saved["pruner"]["stages"]["channels"]["soft"], "the test should stop inside the soft phase"
     for index in range(4, 8):
         train_step(model, optimizer, index)
 
@@ -143,7 +143,7 @@ def test_soft_phase_resumes_exactly() -> None:
         train_step(resumed_model, resumed_optimizer, index)
     for (name, ours), (_, theirs) in zip(model.named_parameters(), resumed_model.named_parameters()):
         assert torch.equal(ours, theirs), name
-    assert resumed_pruner.state_dict()["structure"] == pruner.state_dict()["structure"]
+    assert resumed_pruner.state_dict()["stages"]["channels"] == pruner.state_dict()["stages"]["channels"]
 
 
 @pytest.mark.parametrize(

@@ -314,7 +314,7 @@ def test_gradient_statistics_and_growing_targets_resume_exactly() -> None:
     model, optimizer, pruner = fresh()
     train(model, optimizer, pruner, 4)  # mid-interval: 3 steps of statistics, targets ranked at step 2
     saved = copy.deepcopy({"pruner": pruner.state_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict()})
-    structure = saved["pruner"]["structure"]
+    structure = saved["pruner"]["stages"]["channels"]
     assert structure["gradients"]["steps"] == 3 and structure["preview"] is not None
     train(model, optimizer, pruner, 4)  # crosses the removal at step 5
 
