@@ -108,7 +108,7 @@ def _refuse_moving_masks(pruner: Pruner | None) -> None:
         raise ConfigError(
             "quantization.qat",
             "enabled",
-            f"a recipe whose masks settle before QAT; {type(getattr(moving, 'regularizer', moving)).__name__} (stage {moving.name!r}) "
+            f"a recipe whose masks settle before QAT; in stage {moving.name!r}, {type(getattr(moving, 'regularizer', moving)).__name__} "
             "re-decides them at every step "
             "(use a 'pruning' or 'structured' schedule)",
         )
