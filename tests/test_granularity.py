@@ -265,3 +265,16 @@ def test_a_layer_target_that_rounds_to_a_whole_small_layer_names_it():
     assert "'tiny'" in str(error.value)
     kept = Element("global").masks(scores, 0.9)  # ranked together, one layer may go: that is what global asks
     assert sum(int(m.sum()) for m in kept.values()) == round(0.1 * 10004)
+
+
+def test_a_block_larger_than_the_layer_is_refused():
+    with pytest.raises(ConfigError) as error:
+        Block(shape=(1000000, 1)).check("fc.weight", torch.zeros(8, 16))
+    assert "'fc.weight'" in error.value.field
+
+
+def test_blocks_too_coarse_for_the_target_say_so(caplog):
+    scores = {"l": torch.rand(8, 8, generator=torch.Generator().manual_seed(0))}
+    mask = Block(shape=(4, 8)).masks(scores, 0.9)["l"]  # two blocks of 32: only one can go, 50% where 90% is asked
+    assert removed(mask) == 32
+    assert "32 of 64 weights removed where sparsity 0.9000 asks 58" in caplog.text

@@ -7,6 +7,7 @@ N:M keeps the N best weights in every group of M consecutive input weights.
 
 from __future__ import annotations
 
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from torch import Tensor
 from pruneaware.allocation import erdos_renyi_densities
 from pruneaware.errors import ConfigError
 from pruneaware.schedules import check_sparsity
+
+log = logging.getLogger(__name__)
 
 SCOPES = ("layer", "global", "er", "erk")
 """How a target is shared among layers: the same in each, one global ranking, or Erdős–Rényi(-Kernel) densities."""
@@ -97,6 +100,12 @@ def _keep_lowest_pruned(unit_scores: list[Tensor], unit_sizes: list[Tensor], spa
     order = torch.sort(scores, stable=True).indices
     removed_before = torch.cumsum(sizes[order], 0) - sizes[order]
     pruned = order[(removed_before < to_remove) & (torch.cumsum(sizes[order], 0) <= to_remove)]
+    removed = int(sizes[pruned].sum())
+    if to_remove - removed > 0.01 * total:  # whole blocks only: one coarser than the gap left cannot be taken
+        log.warning(
+            "%s: %d of %d weights removed where sparsity %.4f asks %d; the blocks are coarse for it, use a smaller block shape",
+            where, removed, total, sparsity, to_remove,
+        )
     keep = torch.ones_like(scores, dtype=torch.bool)
     keep[pruned] = False
     return [part.to(s.device) for part, s in zip(keep.split([s.numel() for s in unit_scores]), unit_scores)]
@@ -127,6 +136,12 @@ class Block(_Ranked):
         super().__post_init__()
         if len(self.shape) != 2 or min(self.shape) < 1:
             raise ConfigError("granularity.shape", self.shape, "two positive block sizes, e.g. [1, 4] or [4, 4]")
+
+    def check(self, name: str, param: Tensor) -> None:
+        if self.shape[0] * self.shape[1] > param.numel():
+            raise ConfigError(
+                f"granularity.shape on {name!r}", list(self.shape), f"a block no larger than the layer ({param.numel()} weights, shape {tuple(param.shape)})"
+            )
 
     def _pool(self, matrix: Tensor) -> Tensor:
         rows, cols = matrix.shape
