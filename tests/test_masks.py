@@ -197,3 +197,91 @@ def test_a_rejected_update_changes_nothing():
     masks.apply_()
     for n, p in params.items():
         assert torch.equal(p.detach(), before[n])
+
+
+def test_only_masks_that_prune_are_enforced_and_a_mask_update_changes_which():
+    params = make_params()
+    masks = MaskSet(params)
+    a_mask = random_masks(params)["a.weight"]
+    masks.update({"a.weight": a_mask})
+    assert masks.sparsity() > 0
+    with torch.no_grad():
+        params["b.weight"][0, 1, 0, 0] = float("inf")  # a full mask's weights and gradients pass untouched: not even inf * 1
+    params["a.weight"].grad = torch.full((5, 6), 2.0)
+    params["b.weight"].grad = torch.full((4, 3, 2, 2), float("nan"))
+    untouched = params["b.weight"].grad._version
+    masks.mask_gradients_()
+    masks.apply_()
+    assert params["b.weight"].grad._version == untouched, "a full mask costs no pass over its gradient"
+    assert bool(params["b.weight"].grad.isnan().all())
+    assert params["b.weight"][0, 1, 0, 0] == float("inf")
+    assert bool((params["a.weight"].grad[~a_mask] == 0).all()) and bool((params["a.weight"].grad[a_mask] == 2).all())
+
+    b_mask = torch.ones(4, 3, 2, 2, dtype=torch.bool)
+    b_mask[:, 0] = False
+    masks.update({"b.weight": b_mask, "a.weight": torch.ones(5, 6, dtype=torch.bool)})  # b now prunes, a keeps everything
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(1.0)
+    for p in params.values():
+        p.grad = torch.ones_like(p)
+    masks.mask_gradients_()
+    masks.apply_()
+    assert bool((params["b.weight"][:, 0] == 0).all()) and bool((params["b.weight"].grad[:, 0] == 0).all())
+    assert bool((params["a.weight"] != 0).all()), "a full mask no longer holds the weights it used to prune"
+    assert torch.equal(params["a.weight"].grad, torch.ones(5, 6))
+    masks.update({"b.weight": torch.ones(4, 3, 2, 2, dtype=torch.bool)})
+    assert masks.sparsity() == 0.0
+    with torch.no_grad():
+        params["b.weight"].add_(1.0)
+    masks.apply_()
+    assert bool((params["b.weight"] != 0).all())
+
+
+def _adamw_training(params, masks, steps: int, update_at: int | None = None, later=None):
+    """Train ``params`` toward random targets with AdamW (weight decay) the way a Pruner drives it; yield after each step."""
+    optimizer = torch.optim.AdamW(params.values(), lr=0.05, weight_decay=0.1)
+    generator = torch.Generator().manual_seed(3)
+    targets = {name: torch.randn(p.shape, generator=generator) for name, p in params.items()}
+    for step in range(steps):
+        loss = sum(((p - targets[name]) ** 2).sum() for name, p in params.items())
+        optimizer.zero_grad()
+        loss.backward()
+        masks.mask_gradients_()
+        yield optimizer
+        optimizer.step()
+        masks.apply_()
+        if step == update_at:
+            masks.update(later)
+
+
+def test_adamw_with_weight_decay_keeps_pruned_weights_and_their_statistics_exactly_zero():
+    """Masked gradients never reach the optimizer: pruned entries of Adam's moments stay exactly zero (and cost
+    AdamW's sqrt over zeros every step, see docs/benchmarks.md), and pruned weights stay exactly zero."""
+    params = make_params()
+    masks = MaskSet(params)
+    keep = random_masks(params, keep=0.1)
+    masks.update(keep)
+    for optimizer in _adamw_training(params, masks, steps=25):
+        for name, param in params.items():
+            assert bool((param.grad[~keep[name]] == 0).all())
+            assert bool((param.detach()[~keep[name]] == 0).all())
+            state = optimizer.state.get(param)
+            if state:
+                assert bool((state["exp_avg"][~keep[name]] == 0).all()) and bool((state["exp_avg_sq"][~keep[name]] == 0).all())
+    for name, param in params.items():
+        assert bool((param.detach()[keep[name]] != 0).all()), "kept weights trained"
+
+
+def test_weights_pruned_mid_training_stay_zero_although_adam_would_still_move_them():
+    params = make_params()
+    masks = MaskSet(params)
+    later = random_masks(params, keep=0.3)
+    moved = []
+    for optimizer in _adamw_training(params, masks, steps=12, update_at=5, later=later):
+        if masks.sparsity() == 0:
+            continue
+        for name, param in params.items():
+            assert bool((param.detach()[~later[name]] == 0).all())
+            moved.append(bool((optimizer.state[param]["exp_avg"][~later[name]] != 0).any()))
+    assert moved and all(moved), "the first moment of newly pruned weights decays but is not zero: re-zeroing after each step is needed"

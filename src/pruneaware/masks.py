@@ -39,9 +39,13 @@ class MaskSet:
         self._refresh_multipliers()
 
     def _refresh_multipliers(self) -> None:
-        """Cache masks in each parameter's dtype so enforcement is one fused multiply, no casts."""
-        self._any_pruned = any(not bool(mask.all()) for mask in self.masks.values())
-        self._names = list(self.params) if self._any_pruned else []
+        """Cache the masks that prune something, in their parameter's dtype: enforcement is one fused multiply, no casts.
+
+        A parameter whose mask keeps everything is left out (multiplying by one changes nothing),
+        so layers a recipe leaves dense cost nothing per step.
+        """
+        self._names = [name for name, mask in self.masks.items() if not bool(mask.all())]
+        self._any_pruned = bool(self._names)
         self._weights = [self.params[name] for name in self._names]
         self._multipliers = [self.masks[name].to(self.params[name].dtype) for name in self._names]
         if self.shadows is not None:
