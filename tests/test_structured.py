@@ -140,16 +140,16 @@ def test_untraceable_model_raises_trace_error_naming_the_module() -> None:
         pa.Pruner(Broken(), None, structured_recipe(at=0), total_steps=1, example_inputs=torch.randn(1, 3, 8, 8))
 
 
-def test_structured_needs_example_inputs_and_excludes_element_pruning() -> None:
+def test_structured_needs_example_inputs_and_names_stages_that_cannot_follow_channel_removal() -> None:
     with pytest.raises(pa.ConfigError, match="example_inputs"):
         pa.Pruner(resnet20(), None, structured_recipe(at=1), total_steps=2)
-    with pytest.raises(pa.ConfigError, match="either 'pruning'"):
-        pa.Recipe.from_dict(
-            {
-                "pruning": {"schedule": {"type": "one_shot", "sparsity": 0.5}},
-                "structured": {"schedule": {"type": "one_shot", "sparsity": 0.5}},
-            }
-        )
+    splicing = {
+        "pruning": {"schedule": {"type": "constant", "sparsity": 0.5, "begin": 1, "end": 2, "every": 1, "unit": "step"}, "splice": {"band": 0.1}},
+        "structured": {"schedule": {"type": "one_shot", "sparsity": 0.5, "at": 1}},
+    }
+    with pytest.raises(pa.ConfigError, match="stage 'splice'") as caught:
+        pa.Pruner(resnet20(), None, splicing, total_steps=2, example_inputs=BATCHES[0][0])
+    assert caught.value.field == "stages.splice"
     with pytest.raises(pa.ConfigError, match="importance"):
         structured_recipe(importance="loudness")
 

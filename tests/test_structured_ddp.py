@@ -42,7 +42,7 @@ def test_ddp_wrapped_model_gets_unprefixed_names_and_its_state_resumes_unwrapped
         optimizer.step()
     state = copy.deepcopy(pruner.state_dict())
     assert bare.stem[0].out_channels < 16, "channels were not removed"
-    assert state["stages"]["channels"]["history"] and not any(name.startswith("module.") for name, *_ in state["structure"]["history"])
+    assert state["stages"]["channels"]["history"] and not any(name.startswith("module.") for name, *_ in state["stages"]["channels"]["history"])
     assert not any(name.startswith("module.") for name in state["masks"])
     assert not any(name.startswith("module.") for name in pruner.params)
 
