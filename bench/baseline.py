@@ -87,7 +87,8 @@ def compare_with_revision(ref: str, cases: list[str], steps: int, threads: int) 
     """Time this tree's masked step against revision ``ref``'s, case by case, and print both ratios to dense."""
     with tempfile.TemporaryDirectory() as folder:
         commit = extract_src(ref, Path(folder))
-        print(f"\nThis tree (working copy of src/) against {ref} ({commit[:10]}), {steps} rounds, load average {os.getloadavg()[0]:.2f}")
+        tree = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+        print(f"\nThis tree ({tree}, src/ as it is on disk) against {ref} ({commit[:10]}), {steps} rounds, load average {os.getloadavg()[0]:.2f}")
         print("| case | src | dense ms | masked ms | masked / dense (paired) |")
         print("|---|---|---|---|---|")
         for case in cases:
