@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from rich.console import Console
 
 from pruneaware import __version__
-from pruneaware.cli import compare_command, fetch_command, run_command
+from pruneaware.cli import compare_command, fetch_command, report_command, run_command
 from pruneaware.errors import PruneawareError
 
 
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", required=True)
     run_command.add_parser(commands)
+    report_command.add_parser(commands)
     fetch_command.add_parser(commands)
     compare_command.add_parser(commands)
     return parser

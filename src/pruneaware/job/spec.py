@@ -19,7 +19,28 @@ class TrainSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     dataset: str = "mnist1d"
+    """A built-in dataset, an image folder, a .csv/.jsonl/.txt file or ``package.module:function`` (docs/main-job.md)."""
+    data_options: dict[str, Any] = {}
+    """Keyword arguments of the data source: image_size, val_fraction, text_column, label_column, max_length, block_size, tokenizer."""
     model: str = "cnn1d"
+    """A built-in model, ``torchvision:<name>``, a Hugging Face model folder or ``package.module:function``."""
+    model_options: dict[str, Any] = {}
+    """Keyword arguments of the model factory (``num_classes`` is filled in from the data when the factory takes it)."""
+    weights: str | None = None
+    """Pretrained weights to start from: a .safetensors file or a state_dict saved with torch.save."""
+    task: Literal["auto", "classification", "causal_lm", "embedding"] = "auto"
+    """auto: what a Hugging Face folder's architecture does, else classification."""
+    device: str = "auto"
+    """auto (CUDA when present), cpu, cuda or cuda:<index>."""
+    amp: bool = True
+    """bfloat16 autocast on CUDA (ignored on the CPU)."""
+    threads: int | None = Field(None, ge=1, le=1024)
+    """Torch intra-op threads for the job (None: torch's choice); fixed threads make CPU results repeatable."""
+    deterministic: bool = True
+    """torch.use_deterministic_algorithms for the job on CUDA (CPU kernels repeat at a fixed thread count)."""
+    eval_batch_size: int = Field(1000, ge=1)
+    log_every: int = Field(10, ge=1)
+    """Steps between rows of the per-step log (steps.csv and TensorBoard)."""
     epochs: int = Field(40, ge=1)
     batch_size: int = Field(100, ge=1)
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
@@ -46,9 +67,10 @@ class RunSpec(BaseModel):
     def from_mapping(cls, data: dict[str, Any]) -> RunSpec:
         data = dict(data)
         try:
-            train = TrainSpec.model_validate(data.pop("train", {}) or {})
+            train_data = data.pop("train", {}) or {}
+            train = TrainSpec.model_validate(train_data)
         except ValidationError as error:
-            raise _train_error(error) from None
+            raise _train_error(error, train_data) from None
         quantization = QuantizationSpec.from_mapping(data.pop("quantization", None))
         return cls(recipe=Recipe.from_dict(data), train=train, quantization=quantization)
 
@@ -75,6 +97,6 @@ def default_recipe_path(name: str = "default") -> Path:
     return path
 
 
-def _train_error(error: ValidationError) -> ConfigError:
-    wrapped = _config_error(error)
+def _train_error(error: ValidationError, data: Any) -> ConfigError:
+    wrapped = _config_error(error, data)
     return ConfigError(wrapped.field.replace("recipe.", "train.", 1), wrapped.value, wrapped.expected)

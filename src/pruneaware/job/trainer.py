@@ -11,14 +11,17 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset
 
+from pruneaware.data.batches import head, take, to_device
 from pruneaware.distributed.world import World
-from pruneaware.errors import ConfigError
+from pruneaware.errors import ConfigError, StateError
 from pruneaware.job import checkpoint
+from pruneaware.job.device import autocast
 from pruneaware.job.spec import TrainSpec
+from pruneaware.job.steplog import StepLog
+from pruneaware.job.task import CLASSIFICATION, Task
 from pruneaware.pruner import Pruner
 from pruneaware.quantization import QATSpec, QATStage
 from pruneaware.recipe import Recipe
@@ -29,34 +32,42 @@ StepCallback = Callable[[int], None]
 
 @dataclass(frozen=True)
 class EpochRecord:
-    """Metrics after one epoch; sparsity is counted from the weights."""
+    """Metrics after one epoch; sparsity is counted from the weights, ``test_metric`` is the task's ``metric``."""
 
     phase: str
     epoch: int
     step: int
     train_loss: float
     test_loss: float
-    test_accuracy: float
+    test_metric: float
     sparsity: float
     target_sparsity: float
     lr: float
     seconds: float
+    metric: str = "accuracy"
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.test_metric
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: TensorDataset, batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy on ``data``; restores the model's training mode."""
+def evaluate(
+    model: nn.Module, data: Dataset, batch_size: int = 1000, task: Task = CLASSIFICATION, device: torch.device | None = None, amp: bool = False
+) -> tuple[float, float]:
+    """Mean loss and the task's metric (accuracy by default) on ``data``; restores the model's training mode."""
     was_training = model.training
     model.eval()
-    inputs, targets = data.tensors
-    loss_sum, correct = 0.0, 0
-    for start in range(0, len(targets), batch_size):
-        logits = model(inputs[start : start + batch_size])
-        batch_targets = targets[start : start + batch_size]
-        loss_sum += float(F.cross_entropy(logits, batch_targets, reduction="sum"))
-        correct += int((logits.argmax(1) == batch_targets).sum())
+    device = device or torch.device("cpu")
+    loss_sum, metric_sum, count = 0.0, 0.0, 0
+    for indices in torch.arange(len(data)).split(batch_size):  # type: ignore[arg-type]
+        inputs, targets = to_device(take(data, indices), device)
+        with autocast(device, amp):
+            outputs = model(inputs)
+        loss, metric, counted = task.totals(outputs, targets)
+        loss_sum, metric_sum, count = loss_sum + float(loss), metric_sum + metric, count + counted
     model.train(was_training)
-    return loss_sum / len(targets), correct / len(targets)
+    return task.finish(loss_sum, metric_sum, count)
 
 
 def build_optimizer(model: nn.Module, spec: TrainSpec) -> torch.optim.Optimizer:
@@ -92,13 +103,16 @@ class PhaseTrainer:
         self,
         phase: str,
         model: nn.Module,
-        train_data: TensorDataset,
-        test_data: TensorDataset,
+        train_data: Dataset,
+        test_data: Dataset,
         spec: TrainSpec,
         directory: Path,
         recipe: Recipe | None = None,
         callbacks: Sequence[StepCallback] = (),
         qat: QATSpec | None = None,
+        task: Task = CLASSIFICATION,
+        device: torch.device | None = None,
+        step_log: StepLog | None = None,
     ):
         self.phase = phase
         self.model = model
@@ -106,14 +120,16 @@ class PhaseTrainer:
         self.spec = spec
         self.directory = Path(directory)
         self.callbacks = list(callbacks)
+        self.task, self.device, self.step_log = task, device or torch.device("cpu"), step_log
         self.world = World.current()
         if self.world.size > spec.batch_size:
             raise ConfigError("train.batch_size", spec.batch_size, f"at least the number of processes ({self.world.size}): each takes a share of every batch")
-        self.steps_per_epoch = math.ceil(len(train_data) / spec.batch_size)
+        self.steps_per_epoch = math.ceil(len(train_data) / spec.batch_size)  # type: ignore[arg-type]
         self.total_steps = self.steps_per_epoch * spec.epochs
         self.optimizer = build_optimizer(model, spec)
         self.lr_schedule = build_lr_schedule(self.optimizer, spec, self.total_steps)
         self._wrapped = DistributedDataParallel(model) if self.world.distributed else model
+        example = to_device(head(train_data, spec.batch_size), self.device)
         self.pruner = (
             Pruner(
                 self._wrapped,
@@ -121,15 +137,15 @@ class PhaseTrainer:
                 recipe,
                 steps_per_epoch=self.steps_per_epoch,
                 epochs=spec.epochs,
-                example_inputs=train_data.tensors[0][: spec.batch_size],
-                calibration_data=[tuple(tensor[: spec.batch_size] for tensor in train_data.tensors)],  # SNIP, GraSP, OBD
-                loss_fn=F.cross_entropy,
+                example_inputs=example[0],
+                calibration_data=[example],  # SNIP, GraSP, OBD
+                loss_fn=task.loss,
             )
             if recipe
             else None
         )
         self.qat = (  # fake-quantized training in the last epochs, once the pruner's masks are final
-            QATStage(qat, model, self.pruner, train_data.tensors[0][: spec.batch_size], steps_per_epoch=self.steps_per_epoch, epochs=spec.epochs, distributed=self.world.distributed)
+            QATStage(qat, model, self.pruner, example[0], steps_per_epoch=self.steps_per_epoch, epochs=spec.epochs, distributed=self.world.distributed)
             if qat is not None and qat.enabled
             else None
         )
@@ -149,18 +165,18 @@ class PhaseTrainer:
 
     def run(self, on_step: Callable[[int, float], None] | None = None) -> list[EpochRecord]:
         """Train to the end (resuming if a checkpoint exists); returns one record per epoch."""
-        if self.checkpoint_path.exists():
-            self._restore(checkpoint.load(self.checkpoint_path))
+        if self.restore():
             log.info("%s: resumed at epoch %d", self.phase, self.epoch)
-        inputs, targets = self.train_data.tensors
+        if self.step_log is not None and self.world.is_main:
+            self.step_log.start(self.lr_schedule.last_epoch)
         self.model.train()
         while self.epoch < self.spec.epochs:
             started, loss_sum = time.perf_counter(), 0.0
-            order = epoch_order(self.spec.seed, self.epoch, len(targets))
+            order = epoch_order(self.spec.seed, self.epoch, len(self.train_data))  # type: ignore[arg-type]
             if self.qat is not None:
                 self.qat.begin_if_due(self.epoch)
             for batch in order.split(self.spec.batch_size):
-                loss = self._batch_loss(inputs, targets, batch)
+                loss = self._batch_loss(batch)
                 if self.pruner is not None:
                     loss = loss + self.pruner.penalty()
                 self.optimizer.zero_grad(set_to_none=True)
@@ -174,26 +190,40 @@ class PhaseTrainer:
                     callback(step)
                 if on_step is not None:
                     on_step(step, loss_value)
+                if self.step_log is not None and self.world.is_main:
+                    self.step_log.record(step, loss_value, self.optimizer.param_groups[0]["lr"], self.model, self.pruner)
             self.epoch += 1
             train_loss = self.world.sum(loss_sum) / self.world.size / self.steps_per_epoch  # each rank's loss is its share of the mean
             if self.world.is_main:
                 self.history.append(self._record(train_loss, time.perf_counter() - started))
                 checkpoint.atomic_save(self._state(), self.checkpoint_path)
             self.world.barrier()  # no rank reads the checkpoint, or runs ahead, before it is complete
+        if self.step_log is not None:
+            self.step_log.close()
         if self.pruner is not None:
             self.pruner.finalize()
         return self.history
 
-    def _batch_loss(self, inputs: torch.Tensor, targets: torch.Tensor, batch: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the global ``batch``; in a distributed run, this rank's share of it (DDP averages the gradients)."""
+    def restore(self) -> bool:
+        """Continue from this phase's checkpoint, if there is one (True when there was)."""
+        if not self.checkpoint_path.exists():
+            return False
+        self._restore(checkpoint.load(self.checkpoint_path))
+        return True
+
+    def _batch_loss(self, batch: torch.Tensor) -> torch.Tensor:
+        """Mean loss of the global ``batch``; in a distributed run, this rank's share of it (DDP averages the gradients)."""
+        shard = self.world.shard(batch) if self.world.distributed else batch
+        inputs, targets = to_device(take(self.train_data, shard), self.device)
+        with autocast(self.device, self.spec.amp):
+            outputs = self.network(inputs)
         if not self.world.distributed:
-            return F.cross_entropy(self.network(inputs[batch]), targets[batch])
-        shard = self.world.shard(batch)
-        summed = F.cross_entropy(self.network(inputs[shard]), targets[shard], reduction="sum")
-        return self.world.mean_loss_share(summed, len(batch))
+            return self.task.loss(outputs, targets)
+        summed, _, count = self.task.totals(outputs, targets)
+        return self.world.mean_loss_share(summed, len(batch) * count // len(shard))
 
     def _record(self, train_loss: float, seconds: float) -> EpochRecord:
-        test_loss, accuracy = evaluate(self.model, self.test_data)
+        test_loss, metric = evaluate(self.model, self.test_data, self.spec.eval_batch_size, self.task, self.device, self.spec.amp)
         summary = self.pruner.summary() if self.pruner else None
         return EpochRecord(
             phase=self.phase,
@@ -201,7 +231,8 @@ class PhaseTrainer:
             step=self.lr_schedule.last_epoch,
             train_loss=train_loss,
             test_loss=test_loss,
-            test_accuracy=accuracy,
+            test_metric=metric,
+            metric=self.task.metric,
             sparsity=summary.sparsity if summary else 0.0,
             target_sparsity=summary.target if summary else 0.0,
             lr=self.optimizer.param_groups[0]["lr"],
@@ -221,6 +252,23 @@ class PhaseTrainer:
         }
 
     def _restore(self, state: dict[str, object]) -> None:
+        missing = [key for key in ("epoch", "model", "optimizer", "lr_schedule", "rng", "history") if key not in state]
+        if missing:
+            raise StateError(
+                f"checkpoint {str(self.checkpoint_path)!r} lacks {missing}: it is damaged or was not written by 'pruneaware run'; "
+                "delete it to train this phase again from its start"
+            )
+        try:
+            self._load_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            if isinstance(error, StateError):
+                raise
+            raise StateError(
+                f"checkpoint {str(self.checkpoint_path)!r} does not fit this run ({type(error).__name__}: {str(error).splitlines()[0]}); "
+                "resume it with the recipe it was started with, or delete it to train this phase again"
+            ) from None
+
+    def _load_state(self, state: dict[str, object]) -> None:
         if self.pruner is not None:  # first: it replays channel removals, so the shapes below match
             self.pruner.load_state_dict(state["pruner"])
         self.model.load_state_dict(state["model"])
@@ -229,5 +277,13 @@ class PhaseTrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         checkpoint.restore_rng_state(state["rng"])
-        self.history = [EpochRecord(**record) for record in state["history"]]
+        self.history = [EpochRecord(**_current_names(record)) for record in state["history"]]
         self.epoch = int(state["epoch"])
+
+
+def _current_names(record: dict[str, object]) -> dict[str, object]:
+    """Records of runs started before the metric was named by the task held ``test_accuracy``."""
+    record = dict(record)
+    if "test_accuracy" in record:
+        record["test_metric"] = record.pop("test_accuracy")
+    return record

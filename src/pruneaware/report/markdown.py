@@ -6,7 +6,7 @@ import platform
 
 import torch
 
-from pruneaware.job.run import JobResult
+from pruneaware.job.results import JobResult, last_phase
 from pruneaware.report.table import accuracy_change, comparison_rows, quantization_change
 
 
@@ -17,8 +17,9 @@ def render_markdown(result: JobResult) -> str:
         f"# pruneaware run: {spec.recipe.name}",
         "",
         f"{spec.train.model} on {spec.train.dataset}, {spec.train.epochs} epochs, batch {spec.train.batch_size}, "
-        f"{spec.train.optimizer} lr {spec.train.lr} ({spec.train.lr_schedule}), seed {spec.train.seed}.",
+        f"{spec.train.optimizer} lr {spec.train.lr} ({spec.train.lr_schedule}), seed {spec.train.seed}, on {result.device}.",
         "",
+        *(_interrupted(result) if not result.complete else []),
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
         *("| " + " | ".join(row) + " |" for row in rows),
@@ -48,7 +49,7 @@ def render_markdown(result: JobResult) -> str:
         "|---|---|---|---|",
         *(
             f"| {layer.name} | {list(layer.shape)} | {layer.nonzero:,} / {layer.numel:,} | {layer.sparsity:.2%} |"
-            for layer in result.phases["pruned"].summary.layers
+            for layer in last_phase(result).summary.layers
         ),
         "",
         "## Plots",
@@ -63,7 +64,17 @@ def render_markdown(result: JobResult) -> str:
         f"{platform.machine()} {platform.processor() or ''}".rstrip(),
         "",
         "The recipe and training settings of this run are in `spec.yaml`; "
-        f"`pruneaware run {result.directory / 'spec.yaml'}` repeats it.",
+        f"`pruneaware run {result.directory / 'spec.yaml'}` repeats it. Per-step logs: `<phase>/steps.csv` "
+        "and, with the 'logs' extra, TensorBoard events in `tensorboard/`.",
         "",
     ]
     return "\n".join(lines)
+
+
+def _interrupted(result: JobResult) -> list[str]:
+    done = ", ".join(f"{name} {phase.history[-1].epoch}" for name, phase in result.phases.items())
+    return [
+        f"**Interrupted run**: epochs done per phase: {done} of {result.spec.train.epochs}. These figures are from the last "
+        f"checkpoints; `pruneaware run --resume {result.directory}` finishes it.",
+        "",
+    ]

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pruneaware.job.run import JobResult  # noqa: E402
+from pruneaware.job.results import JobResult, last_phase  # noqa: E402
 from pruneaware.schedules import Schedule  # noqa: E402
 
 
@@ -35,7 +35,7 @@ def _schedule(result: JobResult, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 3.5))
     if result.schedule is not None:
         plot_schedule(result.schedule, result.total_steps, axis)
-    pruned = result.phases["pruned"].history
+    pruned = result.phases["pruned"].history if "pruned" in result.phases else []
     axis.plot([r.step for r in pruned], [r.sparsity for r in pruned], "o", markersize=3, label="counted in weights (per epoch)")
     axis.set(xlabel="optimizer step", ylabel="sparsity of pruned scope", ylim=(0, 1), title="Sparsity schedule")
     axis.legend(loc="lower right")
@@ -48,16 +48,18 @@ def _curves(result: JobResult, path: Path) -> Path:
         epochs = [r.epoch for r in phase.history]
         loss_axis.plot(epochs, [r.train_loss for r in phase.history], label=f"{phase.phase} train")
         loss_axis.plot(epochs, [r.test_loss for r in phase.history], "--", label=f"{phase.phase} test")
-        accuracy_axis.plot(epochs, [100 * r.test_accuracy for r in phase.history], label=phase.phase)
-    loss_axis.set(xlabel="epoch", ylabel="cross-entropy", title="Loss", yscale="log")
-    accuracy_axis.set(xlabel="epoch", ylabel="test accuracy (%)", title="Accuracy")
+        scale = 100 if result.metric == "accuracy" else 1
+        accuracy_axis.plot(epochs, [scale * r.test_metric for r in phase.history], label=phase.phase)
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="Loss", yscale="log")
+    unit = " (%)" if result.metric == "accuracy" else ""
+    accuracy_axis.set(xlabel="epoch", ylabel=f"test {result.metric}{unit}", title=result.metric.capitalize())
     loss_axis.legend()
     accuracy_axis.legend()
     return _save(figure, path)
 
 
 def _layers(result: JobResult, path: Path) -> Path:
-    layers = result.phases["pruned"].summary.layers
+    layers = last_phase(result).summary.layers
     figure, axis = plt.subplots(figsize=(max(5, 0.5 * len(layers) + 2), 3.5))
     axis.bar(range(len(layers)), [100 * layer.sparsity for layer in layers])
     axis.set_xticks(range(len(layers)), [layer.name for layer in layers], rotation=45, ha="right", fontsize=8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pruneaware.job.run import JobResult, PhaseResult
+from pruneaware.job.results import JobResult, PhaseResult
 
 
 def _bytes(count: int) -> str:
@@ -20,7 +20,7 @@ def comparison_rows(result: JobResult) -> tuple[list[str], list[list[str]]]:
     phases = list(result.phases.values())
     header = ["metric", *(phase.phase for phase in phases)]
     metrics: list[tuple[str, Callable[[PhaseResult], str], Callable[[PhaseResult], float] | None]] = [
-        ("test accuracy", lambda p: f"{p.accuracy:.2%}", None),
+        (f"test {result.metric}", lambda p: format_metric(result.metric, p.metric), None),
         ("sparsity (pruned scope, counted)", lambda p: f"{p.summary.sparsity:.2%}", None),
         ("sparsity (whole model, counted)", lambda p: f"{p.summary.model_sparsity:.2%}", None),
         ("parameters", lambda p: f"{p.summary.model_parameters:,}", None),
@@ -32,7 +32,7 @@ def comparison_rows(result: JobResult) -> tuple[list[str], list[list[str]]]:
     ]
     for batch in phases[0].latency:
         metrics.append(
-            (f"CPU latency, batch {batch} (median)", lambda p, b=batch: f"{p.latency[b].median_ms:.3f} ms", lambda p, b=batch: p.latency[b].median_ms)
+            (f"{result.device.upper()} latency, batch {batch} (median)", lambda p, b=batch: f"{p.latency[b].median_ms:.3f} ms", lambda p, b=batch: p.latency[b].median_ms)
         )
     dense = result.phases.get("dense")
     compared = [phase for phase in phases if phase is not dense] if dense else []
@@ -45,10 +45,15 @@ def comparison_rows(result: JobResult) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def format_metric(metric: str, value: float) -> str:
+    """Accuracy as a percentage, perplexity with two decimals, cosine similarity with four."""
+    return f"{value:.2%}" if metric == "accuracy" else f"{value:.2f}" if metric == "perplexity" else f"{value:.4f}"
+
+
 def accuracy_change(result: JobResult) -> float | None:
-    """Pruned minus dense test accuracy, in percentage points (None without a dense baseline)."""
+    """Pruned minus dense test accuracy, in percentage points (None without a dense baseline or for other metrics)."""
     phases: dict[str, PhaseResult] = result.phases
-    if "dense" not in phases:
+    if "dense" not in phases or "pruned" not in phases or result.metric != "accuracy":
         return None
     return 100 * (phases["pruned"].accuracy - phases["dense"].accuracy)
 
@@ -56,6 +61,6 @@ def accuracy_change(result: JobResult) -> float | None:
 def quantization_change(result: JobResult) -> float | None:
     """int8 (after QAT) minus pruned fp32 test accuracy, in percentage points (None without QAT)."""
     phases: dict[str, PhaseResult] = result.phases
-    if "int8" not in phases:
+    if "int8" not in phases or result.metric != "accuracy":
         return None
     return 100 * (phases["int8"].accuracy - phases["pruned"].accuracy)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from pruneaware.job.run import JobResult
+from pruneaware.job.results import JobResult
 from pruneaware.report.table import accuracy_change, comparison_rows, quantization_change
 
 
