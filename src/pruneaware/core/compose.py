@@ -62,7 +62,7 @@ def compose(recipe: Recipe, ctx: Context) -> list[Stage]:
         elif name in STAGES:
             stages.append(_user_stage(name, options, field))
         else:
-            raise ConfigError(field, name, sorted(set(built) | set(STAGES.names())))
+            raise ConfigError(field, name, sorted(set(SECTION_STAGES) | set(STAGES.names())))
     if built:
         raise ConfigError("recipe.stages", [getattr(s, "name", s) for s in stages], f"every stage of the recipe's sections, in order; add {sorted(built)}")
     names = [stage.name for stage in stages]

@@ -161,7 +161,7 @@ class Pruner:
 
     def target_schedule(self) -> Schedule | None:
         """The schedule behind ``target_sparsity`` (for plots), or None."""
-        schedules = [stage.schedule for stage in self.stages if getattr(stage, "schedule", None) is not None]
+        schedules = [stage.schedule for stage in self.stages if stage.schedule is not None]
         return schedules[-1] if schedules else None
 
     def last_change_step(self) -> int | None:

@@ -27,6 +27,8 @@ class Stage:
     """
 
     name: str = "stage"
+    schedule: Any = None
+    """The schedule behind ``target`` (for plots and reports), when the stage follows one."""
     follows_structure: bool = False
     changes_structure: bool = False
 
