@@ -78,9 +78,14 @@ class MaskUpdate(Stage):
         ctx.masks.update(ctx.agreed(self.rule(self.granularity, scores, ctx.masks.masks, target)))
 
     def structure_changed(self, ctx: Context, remaps: Sequence[ParameterRemap]) -> None:
+        """Criterion buffers are sliced like their parameters; the new shapes must still suit the granularity (e.g. N:M groups)."""
         buffers = getattr(self.criterion, "buffers", None)
         if buffers:
             follow(buffers, ctx, remaps)
+        replaced = {id(remap.new) for remap in remaps}
+        for name, param in ctx.params.items():
+            if id(param) in replaced:
+                self.granularity.check(name, param)
 
     def target(self, ctx: Context) -> float | None:
         return self.schedule.target(ctx.step)
