@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from pruneaware.distributed.teardown import release_at_exit
 from pruneaware.distributed.verify import assert_identical_across_ranks
 from pruneaware.distributed.world import World
 from pruneaware.errors import ConfigError
@@ -67,7 +68,12 @@ class RankZeroSync:
 
 
 def resolve_sync(sync: RankZeroSync | str | None) -> RankZeroSync | None:
-    """``"auto"``: a RankZeroSync when a process group of more than one rank is initialized, else None; anything else as given."""
+    """``"auto"``: a RankZeroSync when a process group of more than one rank is initialized, else None; anything else as given.
+
+    With a process group initialized, it is also set to be destroyed at exit (``release_at_exit``), whatever ``sync`` is.
+    """
+    if dist.is_available() and dist.is_initialized():
+        release_at_exit()
     if sync == "auto":
         return RankZeroSync() if World.current().distributed else None
     if sync is None or isinstance(sync, RankZeroSync):
