@@ -57,6 +57,24 @@ def _innermost_module_tracker(model: nn.Module) -> Iterator[list[str]]:
 
 
 @contextmanager
+def all_parameters_tracked(model: nn.Module) -> Iterator[None]:
+    """Make every parameter require grad meanwhile, restoring each flag afterwards.
+
+    Torch-Pruning follows autograd nodes: a frozen layer (``requires_grad=False``) fed by an input
+    that needs no gradient leaves none, so it drops out of the graph while the norm after it stays
+    in. Its channel groups would then slice the norm and the next layer but not the frozen one.
+    """
+    frozen = [param for param in model.parameters() if not param.requires_grad]
+    for param in frozen:
+        param.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for param in frozen:
+            param.requires_grad_(False)
+
+
+@contextmanager
 def generation_cache_off(model: nn.Module) -> Iterator[None]:
     """Switch off Hugging Face key/value caches (``config.use_cache``) meanwhile: the graph cannot follow cache outputs."""
     configs = {id(c): c for c in (getattr(m, "config", None) for m in model.modules()) if getattr(c, "use_cache", False) is True}
@@ -71,9 +89,15 @@ def generation_cache_off(model: nn.Module) -> Iterator[None]:
 
 @contextmanager
 def tracing(model: nn.Module) -> Iterator[None]:
-    """Run graph tracing with gradients on, train/eval modes preserved and generation caches off; failures
-    become a TraceError naming the module whose forward was running."""
-    with preserved_modes(model), generation_cache_off(model), _innermost_module_tracker(model) as stack, torch.enable_grad():
+    """Run graph tracing with gradients on (frozen parameters included), train/eval modes preserved and generation
+    caches off; failures become a TraceError naming the module whose forward was running."""
+    with (
+        preserved_modes(model),
+        generation_cache_off(model),
+        all_parameters_tracked(model),
+        _innermost_module_tracker(model) as stack,
+        torch.enable_grad(),
+    ):
         try:
             yield
         except PruneawareError:
