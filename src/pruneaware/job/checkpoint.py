@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import pickle
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -11,12 +12,18 @@ import torch
 
 from pruneaware.errors import StateError
 
+TEMP_SUFFIX = ".tmp"
+
 
 def atomic_save(obj: Any, path: str | Path) -> None:
-    """``torch.save`` to a temp file in the same folder, fsync, then rename: a reader never sees half a file."""
+    """``torch.save`` to a temp file in the same folder, fsync, then rename: a reader never sees half a file.
+
+    The file is created with mode 0666 less the user's umask, as ``open`` and ``pa.save`` create files.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    temp_name = path.parent / f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    handle = os.open(temp_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(handle, "wb") as stream:
             torch.save(obj, stream)
@@ -27,6 +34,15 @@ def atomic_save(obj: Any, path: str | Path) -> None:
     except BaseException:
         Path(temp_name).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the half-written temporaries a killed writer left in a run folder and its phase folders; returns them."""
+    directory = Path(directory)
+    stale = [*directory.glob(f".*.pt.*{TEMP_SUFFIX}"), *directory.glob(f"*/.*.pt.*{TEMP_SUFFIX}")]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -41,9 +57,12 @@ def _fsync_directory(directory: Path) -> None:
 def load(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint written by ``atomic_save`` (tensors and plain containers only)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError) as error:
-        raise StateError(f"cannot read checkpoint {str(path)!r}: {error}") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as error:
+        raise StateError(f"cannot read checkpoint {str(path)!r}: {str(error).splitlines()[0]}; delete it to train this phase again from its start") from None
+    if not isinstance(state, dict):
+        raise StateError(f"checkpoint {str(path)!r} holds a {type(state).__name__}, not a training state; delete it to train this phase again from its start")
+    return state
 
 
 def rng_state() -> torch.Tensor:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pruneaware.data.batches import head
 from pruneaware.distributed.world import World
-from pruneaware.errors import StateError
+from pruneaware.errors import ConfigError, StateError
 from pruneaware.job import checkpoint
 from pruneaware.job.device import compute_settings, select_device
 from pruneaware.job.inputs import JobInputs, prepare_inputs
@@ -38,7 +38,16 @@ def load_run_spec(directory: Path) -> RunSpec:
     path = directory / SPEC_FILE
     if not path.is_file():
         raise StateError(f"{str(directory)!r} is not a run folder (no {SPEC_FILE}); pass the folder a previous 'pruneaware run' wrote")
-    return RunSpec.from_yaml(path)
+    damaged = f"{str(path)!r} is damaged or was edited by hand"
+    fix = "put back the spec.yaml the run was started with, or start a new run"
+    try:
+        path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise StateError(f"{damaged} (binary data: {error.reason} at byte {error.start}); {fix}") from None
+    try:
+        return RunSpec.from_yaml(path)
+    except ConfigError as error:
+        raise StateError(f"{damaged} ({error}); {fix}") from None
 
 
 def check_run(spec: RunSpec) -> None:
@@ -64,6 +73,9 @@ def run_job(
     world = World.current()
     with compute_settings(spec.train.threads, spec.train.deterministic, select_device(spec.train.device)):
         inputs = prepare_inputs(spec.train)
+        if world.is_main:
+            for path in checkpoint.remove_stale_temporaries(directory):
+                log.info("removed %s, left by a writer that was killed", path)
         phases = ["dense", "pruned"] if spec.train.dense_baseline else ["pruned"]
         trainers = {phase: build_trainer(phase, spec, inputs, directory, callbacks, log_steps=world.is_main) for phase in phases}  # validates before training
         for phase, trainer in trainers.items():
