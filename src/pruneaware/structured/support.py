@@ -20,7 +20,8 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from pruneaware.errors import TraceError
-from pruneaware.structured.graph import preserved_modes
+from pruneaware.structured.graph import all_parameters_tracked, preserved_modes
+from pruneaware.structured.paths import check_single_path
 
 PRODUCERS = (nn.modules.conv._ConvNd, nn.Linear, nn.Embedding, nn.RNNBase)
 """Layers whose output channels Torch-Pruning removes: a walk back from a module's input stops at them."""
@@ -31,7 +32,8 @@ UNSTRUCTURED_HINT = "prune this model with an unstructured granularity (a 'pruni
 def check_supported(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.Module] = ()) -> None:
     """Raise TraceError naming the first module structured pruning would get wrong, and how to get around it.
 
-    ``ignored`` are the modules whose output channels are kept (with their submodules).
+    ``ignored`` are the modules whose output channels are kept (with their submodules). Layers the
+    traced pass does not run are refused or guarded (``check_single_path``).
     """
     skipped = {id(sub) for module in ignored for sub in module.modules()}
     _check_window_attention(model, skipped)
@@ -48,6 +50,7 @@ def check_supported(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.
             "under 'ignore' in the structured section (the channels feeding an LSTM can still be removed)"
         )
     _check_foreign_modules(model, skipped, seen)
+    check_single_path(model, example_inputs)
 
 
 def _check_foreign_modules(model: nn.Module, skipped: set[int], seen: _Observation) -> None:
@@ -165,7 +168,7 @@ def _observe(model: nn.Module, example_inputs: Any) -> _Observation:
         handles.append(module.register_forward_pre_hook(_entering(name, module, stack, seen)))
         handles.append(module.register_forward_hook(_leaving(module, stack, seen)))
     try:
-        with preserved_modes(model), torch.enable_grad(), _ShuffleFinder(stack, seen.shuffles):
+        with preserved_modes(model), all_parameters_tracked(model), torch.enable_grad(), _ShuffleFinder(stack, seen.shuffles):
             model.eval()
             _forward(model, example_inputs)
     except Exception:  # tracing runs the same forward next and names the failing module
