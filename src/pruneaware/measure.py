@@ -141,9 +141,12 @@ def _time_forwards(model: nn.Module, example_input: Tensor, warmup: int, count: 
     with _eval_mode(model), torch.no_grad():
         for _ in range(warmup):
             model(example_input)
+        synchronize = torch.cuda.synchronize if example_input.is_cuda else (lambda: None)  # CUDA kernels run asynchronously
+        synchronize()
         for _ in range(count):
             start = time.perf_counter()
             model(example_input)
+            synchronize()
             times.append((time.perf_counter() - start) * 1000.0)
     return times
 
