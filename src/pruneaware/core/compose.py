@@ -8,6 +8,8 @@ with options as ``{type: name, option: value}``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from pruneaware.core.context import Context
@@ -81,3 +83,12 @@ def _user_stage(name: str, options: dict[str, Any], field: str) -> Stage:
     if stage.name == Stage.name:
         stage.name = name
     return stage
+
+
+def as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
+    """A Recipe from any accepted form; a bare name is a shipped recipe (``"default"``), as the callbacks accept."""
+    from pruneaware.integrations.recipes import resolve_recipe
+
+    if not isinstance(recipe, (Recipe, Mapping, str, Path)):
+        raise ConfigError("recipe", type(recipe).__name__, "a Recipe, a dict, a shipped recipe's name, or the path of a YAML recipe")
+    return resolve_recipe(recipe)

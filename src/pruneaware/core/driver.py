@@ -9,12 +9,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneaware.core.compose import compose
+from pruneaware.core.compose import as_recipe, compose
 from pruneaware.core.context import Context
-from pruneaware.core.legacy import ATTRIBUTES, legacy_attribute, upgrade_state
+from pruneaware.core.legacy import ATTRIBUTES, legacy_attribute
 from pruneaware.core.stage import Stage
+from pruneaware.core.state import STATE_FORMAT, load_state, save_state
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
-from pruneaware.errors import ConfigError, StateError, UsageError
+from pruneaware.errors import UsageError
 from pruneaware.masks import MaskSet
 from pruneaware.optimizer_hooks import LearningRates, attach_step_hooks, claim, release
 from pruneaware.probing.calibration import Calibration, LossFn
@@ -23,7 +24,7 @@ from pruneaware.schedules import Schedule
 from pruneaware.structured.surgery import ParameterRemap
 from pruneaware.summary import Summary, summarize
 
-STATE_FORMAT = 2
+__all__ = ["STATE_FORMAT", "Pruner"]
 
 
 class Pruner:
@@ -62,7 +63,7 @@ class Pruner:
         loss_fn: LossFn | None = None,
         sync: RankZeroSync | str | None = "auto",
     ):
-        self.recipe, self.optimizer = _as_recipe(recipe), optimizer
+        self.recipe, self.optimizer = as_recipe(recipe), optimizer
         if total_steps is None and steps_per_epoch and epochs:
             total_steps = steps_per_epoch * epochs
         length = TrainingLength(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
@@ -200,33 +201,9 @@ class Pruner:
     # -- checkpointing --------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue bit-for-bit: step, masks and each stage's state."""
-        stages = {stage.name: stage.state_dict() for stage in self.stages}
-        return {"format": STATE_FORMAT, "recipe": self.recipe.fingerprint(), "step": self.ctx.step, "masks": self.ctx.masks.state_dict(), "stages": stages}
+        """Everything needed to continue bit-for-bit: step, masks and each stage's state (format 2)."""
+        return save_state(self.recipe, self.stages, self.ctx)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore a state saved by ``state_dict`` (format 2, or format 1 from earlier releases) from the same recipe."""
-        if state.get("format") not in (1, STATE_FORMAT):
-            raise StateError(f"pruner state format {state.get('format')!r} is not {STATE_FORMAT} (or 1); was it saved by pruneaware?")
-        state = upgrade_state(state) if state["format"] == 1 else state
-        if state["recipe"] != self.recipe.fingerprint():
-            raise StateError(
-                f"pruner state was saved with a different recipe (fingerprint {state['recipe']}, this recipe "
-                f"{self.recipe.fingerprint()}); resume with the recipe the run started with"
-            )
-        unknown = sorted(set(state["stages"]) - {stage.name for stage in self.stages})
-        if unknown:
-            raise StateError(f"the state holds stages {unknown} that this recipe does not have; resume with the recipe the run started with")
-        for stage in sorted(self.stages, key=lambda stage: not stage.changes_structure):  # shapes first, so saved tensors fit
-            stage.load_state_dict(state["stages"].get(stage.name, {}), self.ctx)
-        self.ctx.masks.load_state_dict(state["masks"])  # validates first: a rejected state changes nothing
-        self.ctx.step = int(state["step"])
-
-
-def _as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
-    """A Recipe from any accepted form; a bare name is a shipped recipe, as the callbacks accept."""
-    from pruneaware.integrations.recipes import resolve_recipe
-
-    if not isinstance(recipe, (Recipe, Mapping, str, Path)):
-        raise ConfigError("recipe", type(recipe).__name__, "a Recipe, a dict, a shipped recipe's name, or the path of a YAML recipe")
-    return resolve_recipe(recipe)
+        load_state(self.recipe, self.stages, self.ctx, state)
