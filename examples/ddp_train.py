@@ -11,12 +11,15 @@ of ``--batch-size`` samples, so the number of steps, and with it every schedule,
 how many processes run. ``--sync off`` turns off the broadcast of rank 0's masks (to measure its
 cost; with ``--recipe default``, whose magnitude scores agree on every rank, it is safe to),
 ``--sync verify`` checks at each pruning step that weights and masks are bit-identical on every rank.
+``--timeout`` (default: ``$PRUNEAWARE_DDP_TIMEOUT`` or 600 s) bounds every wait for another process:
+a stopped or hung peer fails the run with a clear message after that long, not gloo's 30 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -28,6 +31,8 @@ from torch.nn.parallel import DistributedDataParallel
 import pruneaware as pa
 from pruneaware.data import load_dataset
 from pruneaware.distributed import RankZeroSync, World, save_on_main
+from pruneaware.distributed.timeouts import peers_answer_within, resolve_timeout
+from pruneaware.errors import PruneawareError
 from pruneaware.job.spec import default_recipe_path
 from pruneaware.models import build_model
 
@@ -42,6 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--checkpoint", type=Path, help="write a checkpoint here after every epoch (rank 0 writes)")
     parser.add_argument("--resume", action="store_true", help="continue from --checkpoint, at any number of processes")
     parser.add_argument("--stop-after", type=int, help="stop after this epoch, as if interrupted (to try --resume)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for another process before failing (default: $PRUNEAWARE_DDP_TIMEOUT or 600)")
     args = parser.parse_args()
     if args.resume and args.checkpoint is None:
         parser.error("--resume continues from --checkpoint PATH; pass the checkpoint too")
@@ -51,9 +57,22 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    timeout = resolve_timeout(args.timeout, "--timeout")
     if "WORLD_SIZE" in os.environ:  # started by torchrun, which sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)  # gloo's default is 30 minutes
     world = World.current()
+    try:
+        with peers_answer_within(timeout, world.rank):  # a peer's timeout becomes one clear line
+            train(args, world)
+    except PruneawareError as error:
+        print(f"error (rank {world.rank}): {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train(args: argparse.Namespace, world: World) -> None:
 
     data = load_dataset("digits", seed=0)
     inputs, targets = data.train.tensors
@@ -99,8 +118,6 @@ def main() -> None:
         print(pruner.summary())
         print(f"processes {world.size}  sync {args.sync}  test accuracy {accuracy:.2%}  parameters {sum(p.numel() for p in model.parameters()):,}")
         print(f"{steps} steps in {seconds:.2f} s: {steps / seconds:.1f} steps/s")
-    if world.distributed:
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import torch
 from rich.console import Console
 
 from pruneaware.distributed.launch import launch
+from pruneaware.distributed.timeouts import resolve_timeout
 from pruneaware.errors import ConfigError
 from pruneaware.job.run import JobResult, check_run, load_run_spec, prepare_run_directory, run_job, write_metrics
 from pruneaware.job.spec import RunSpec, default_recipe_path
@@ -40,6 +41,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", help="override train.device: auto, cpu, cuda or cuda:<index>")
     parser.add_argument("--threads", type=int, help="override train.threads: torch intra-op threads for the job")
     parser.add_argument("--nproc", type=int, default=1, help="train with N local processes (DistributedDataParallel over gloo); also with --resume, at any N")
+    parser.add_argument("--timeout", type=float, help="with --nproc: seconds a process waits for the others before the run fails (default: $PRUNEAWARE_DDP_TIMEOUT or 600)")
     parser.set_defaults(handler=handle)
 
 
@@ -86,7 +88,7 @@ def handle(args: argparse.Namespace, console: Console) -> int:
     spec, directory = _spec_from_args(args)
     console.print(f"run folder: {directory}")
     if args.nproc > 1:
-        launch(_run_rank, args.nproc, (spec.to_mapping(), str(directory)))
+        launch(_run_rank, args.nproc, (spec.to_mapping(), str(directory)), timeout=resolve_timeout(args.timeout, "--timeout"))
         return 0
     torch.set_flush_denormal(True)  # denormal floats (e.g. in Adam's second moments) slow CPU training up to 2x
     _write_report(run_job(spec, directory, console=console), directory)
