@@ -37,7 +37,7 @@ def serve(variants: dict) -> None:
         index = int(line)
         for name in names if index % 2 == 0 else names[::-1]:
             variants[name][0](index)
-        print(" ".join(repr(variants[name][1].parts["total"][-1]) for name in names), flush=True)
+        print(" ".join(repr(variants[name][1].parts[part][-1]) for name in names for part in ("total", "hooks")), flush=True)
 
 
 class Worker:
@@ -50,6 +50,7 @@ class Worker:
         self.src = src
         self.dense: list[float] = []
         self.masked: list[float] = []
+        self.hooks: list[float] = []
 
     def wait_ready(self) -> None:
         line = self.process.stdout.readline()
@@ -62,9 +63,10 @@ class Worker:
     def step(self, index: int) -> None:
         self.process.stdin.write(f"{index}\n")
         self.process.stdin.flush()
-        dense, masked = (float(value) for value in self.process.stdout.readline().split())
+        dense, _, masked, hooks = (float(value) for value in self.process.stdout.readline().split())
         self.dense.append(dense)
         self.masked.append(masked)
+        self.hooks.append(hooks)
 
     def close(self) -> None:
         self.process.stdin.close()
@@ -89,8 +91,8 @@ def compare_with_revision(ref: str, cases: list[str], steps: int, threads: int) 
         commit = extract_src(ref, Path(folder))
         tree = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
         print(f"\nThis tree ({tree}, src/ as it is on disk) against {ref} ({commit[:10]}), {steps} rounds, load average {os.getloadavg()[0]:.2f}")
-        print("| case | src | dense ms | masked ms | masked / dense (paired) |")
-        print("|---|---|---|---|---|")
+        print("| case | src | dense ms | masked ms | pruner hooks ms | masked / dense (paired) |")
+        print("|---|---|---|---|---|---|")
         for case in cases:
             workers = {"this tree": Worker(case, ROOT / "src", threads), ref: Worker(case, Path(folder) / "src", threads)}
             for worker in workers.values():
@@ -103,7 +105,9 @@ def compare_with_revision(ref: str, cases: list[str], steps: int, threads: int) 
                 worker.close()
             ratios = {name: paired_ratio(w.masked, w.dense) for name, w in workers.items()}
             for name, worker in workers.items():
-                print(f"| {case} | {name} | {1e3 * statistics.median(worker.dense):.2f} | {1e3 * statistics.median(worker.masked):.2f} | {ratios[name]:.3f}x |")
+                times = (1e3 * statistics.median(values) for values in (worker.dense, worker.masked, worker.hooks))
+                print(f"| {case} | {name} | {' | '.join(f'{ms:.2f}' for ms in times)} | {ratios[name]:.3f}x |")
             this, baseline = order
-            print(f"| {case} | this tree / {ref} | | {paired_ratio(this.masked, baseline.masked):.3f}x (paired rounds) | {ratios['this tree'] / ratios[ref]:.3f}x |")
+            masked, hooks = paired_ratio(this.masked, baseline.masked), paired_ratio(this.hooks, baseline.hooks)
+            print(f"| {case} | this tree / {ref} | | {masked:.3f}x (paired rounds) | {hooks:.3f}x (paired rounds) | {ratios['this tree'] / ratios[ref]:.3f}x |")
         print(f"load average after: {os.getloadavg()[0]:.2f}")
