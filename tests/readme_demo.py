@@ -7,6 +7,7 @@ The README shows seed 0; each checked figure's tolerance is its spread (max - mi
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import subprocess
@@ -36,7 +37,10 @@ def figures(run_folder: Path, recipe: str) -> dict[str, dict[str, float]]:
 
 
 def run_demo(recipe: str, seed: int, folder: Path) -> dict[str, dict[str, float]]:
+    """Run ``pruneaware run RECIPE --seed SEED`` into ``folder/<recipe>-<seed>``, or read that run if it finished already."""
     out = folder / f"{recipe}-{seed}"
+    if (out / "summary.json").is_file():
+        return figures(out, recipe)
     subprocess.run([sys.executable, "-m", "pruneaware.cli.main", "run", recipe, "--seed", str(seed), "--out", str(out)], check=True, capture_output=True)
     return figures(out, recipe)
 
@@ -86,17 +90,16 @@ def readme_tables(text: str) -> list[str]:
     return tables
 
 
-def update() -> None:
-    """Run every recipe at every seed, write docs/demo.json and replace the README's demo tables."""
+def update(runs: Path) -> None:
+    """Run every recipe at every seed in ``runs``, write docs/demo.json and replace the README's demo tables."""
     data: dict = {
         "commands": {"default": "make demo (.venv/bin/pruneaware run)", "structured": ".venv/bin/pruneaware run structured"},
         "environment": f"torch {torch.__version__}, 2 threads (train.threads in the shipped recipes), {platform.machine()}",
     }
-    with tempfile.TemporaryDirectory() as folder:
-        for recipe in RECIPES:
-            runs = {str(seed): run_demo(recipe, seed, Path(folder)) for seed in SEEDS}
-            tolerance = {phase: {key: spread(list(runs.values()), phase, key) for key in CHECKED[recipe]} for phase in ("dense", "pruned")}
-            data[recipe] = {"seeds": runs, "tolerance": tolerance}
+    for recipe in RECIPES:
+        seeds = {str(seed): run_demo(recipe, seed, runs) for seed in SEEDS}
+        tolerance = {phase: {key: spread(list(seeds.values()), phase, key) for key in CHECKED[recipe]} for phase in ("dense", "pruned")}
+        data[recipe] = {"seeds": seeds, "tolerance": tolerance}
     old = render_tables(json.loads(JSON_PATH.read_text())) if JSON_PATH.is_file() else None
     JSON_PATH.write_text(json.dumps(data, indent=2) + "\n")
     text = README.read_text()
@@ -106,4 +109,11 @@ def update() -> None:
 
 
 if __name__ == "__main__":
-    update()
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=Path, help="folder for the runs (default: a temporary one); finished runs in it are reused")
+    arguments = parser.parse_args()
+    if arguments.runs is not None:
+        update(arguments.runs)
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            update(Path(folder))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import stat
 from pathlib import Path
@@ -108,5 +109,7 @@ def test_report_rerenders_an_interrupted_run(factory_recipe: Path, tmp_path: Pat
     assert "Interrupted run" in report and "dense 3" in report and "pruned 1" in report
     assert (out / "plots" / "curves.png").is_file() and (out / "summary.json").is_file()
     assert main(["run", "--resume", str(out)]) == 0
+    with open(out / "pruned" / "steps.csv") as stream:  # the steps after the checkpoint were logged once, not twice
+        assert [int(row["step"]) for row in csv.DictReader(stream)] == list(range(4, 25, 4))
     assert main(["report", str(out)]) == 0
     assert "Interrupted run" not in (out / "report.md").read_text()

@@ -15,6 +15,7 @@ from pruneaware.core.legacy import ATTRIBUTES, legacy_attribute
 from pruneaware.core.stage import Stage
 from pruneaware.core.state import STATE_FORMAT, load_state, save_state
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
+from pruneaware.materialized import require_materialized
 from pruneaware.errors import UsageError
 from pruneaware.masks import MaskSet
 from pruneaware.optimizer_hooks import LearningRates, attach_step_hooks, claim, release
@@ -63,6 +64,7 @@ class Pruner:
         loss_fn: LossFn | None = None,
         sync: RankZeroSync | str | None = "auto",
     ):
+        require_materialized(model)
         self.recipe, self.optimizer = as_recipe(recipe), optimizer
         if total_steps is None and steps_per_epoch and epochs:
             total_steps = steps_per_epoch * epochs
