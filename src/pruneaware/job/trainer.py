@@ -181,6 +181,7 @@ class PhaseTrainer:
                     loss = loss + self.pruner.penalty()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                lr = self.optimizer.param_groups[0]["lr"]  # the rate this step used
                 self.optimizer.step()
                 self.lr_schedule.step()
                 loss_value = loss.item()
@@ -191,7 +192,7 @@ class PhaseTrainer:
                 if on_step is not None:
                     on_step(step, loss_value)
                 if self.step_log is not None and self.world.is_main:
-                    self.step_log.record(step, loss_value, self.optimizer.param_groups[0]["lr"], self.model, self.pruner)
+                    self.step_log.record(step, loss_value, lr, self.model, self.pruner)
             self.epoch += 1
             train_loss = self.world.sum(loss_sum) / self.world.size / self.steps_per_epoch  # each rank's loss is its share of the mean
             if self.world.is_main:
