@@ -121,7 +121,11 @@ class MaskSet:
         by_old = {id(remap.old): remap for remap in remaps}
         for name, param in list(self.params.items()):
             remap = by_old.get(id(param))
-            if remap is not None:
+            if remap is not None and remap.new is None:  # removed with its layer
+                del self.params[name], self.masks[name]
+                if self.shadows is not None:
+                    self.shadows.pop(name, None)
+            elif remap is not None:
                 self.params[name] = remap.new
                 self.masks[name] = remap.slice(self.masks[name])
         self._refresh_multipliers()

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from pruneaware.depth.blocks import skip_saved_blocks
 from pruneaware.errors import StateError
 from pruneaware.export.spec import Attribute, ModelSpec, TensorSpec
 
@@ -17,6 +18,7 @@ def apply_spec(model: nn.Module, spec: ModelSpec) -> None:
     Raises ``StateError`` naming the modules or tensors when the model is not the saved architecture,
     and naming the attribute or tensor when one cannot be resized.
     """
+    skip_saved_blocks(model, {name: module.type for name, module in spec.modules.items()})  # blocks removed by depth pruning
     modules = dict(model.named_modules(remove_duplicate=False))
     built = model.state_dict()
     _check_same_architecture(modules, built, spec)

@@ -29,8 +29,11 @@ def keep_pruned(granularity: Granularity, scores: Mapping[str, Tensor], current:
 
 def follow(tensors: dict[str, Tensor], ctx: Context, remaps: Sequence[ParameterRemap]) -> None:
     """Slice per-parameter tensors (shaped like the parameters, keyed by name) to parameters replaced by ``remaps``."""
-    by_new = {id(remap.new): remap for remap in remaps}
+    by_new = {id(remap.new): remap for remap in remaps if remap.new is not None}
     for name, tensor in list(tensors.items()):
+        if name not in ctx.params and any(remap.new is None for remap in remaps):
+            del tensors[name]  # its layer was removed
+            continue
         remap = by_new.get(id(ctx.params.get(name)))
         if remap is not None and tensor.shape == remap.old.shape:
             tensors[name] = remap.slice(tensor)

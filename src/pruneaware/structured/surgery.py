@@ -49,10 +49,13 @@ class FlatCut:
 
 @dataclass(frozen=True)
 class ParameterRemap:
-    """``new`` replaced ``old``; applying ``cuts`` in order to a tensor shaped like ``old`` gives one shaped like ``new``."""
+    """``new`` replaced ``old``; applying ``cuts`` in order to a tensor shaped like ``old`` gives one shaped like ``new``.
+
+    ``new`` is None when ``old`` left the model with its layer (depth pruning removed the block).
+    """
 
     old: nn.Parameter
-    new: nn.Parameter
+    new: nn.Parameter | None
     cuts: tuple[AxisCut | FlatCut, ...]
 
     def slice(self, tensor: Tensor) -> Tensor:
@@ -192,9 +195,10 @@ def remap_optimizer(optimizer: torch.optim.Optimizer, remaps: Sequence[Parameter
     by_old = {id(remap.old): remap for remap in remaps}
     for group in optimizer.param_groups:
         group["params"] = [by_old[id(p)].new if id(p) in by_old else p for p in group["params"]]
+        group["params"] = [p for p in group["params"] if p is not None]  # removed with their layer
     for remap in remaps:
         state = optimizer.state.pop(remap.old, None)
-        if state is None:
+        if state is None or remap.new is None:
             continue
         optimizer.state[remap.new] = {key: _slice_state(key, value, remap) for key, value in state.items()}
 
