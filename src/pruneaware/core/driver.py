@@ -14,10 +14,10 @@ from pruneaware.core.context import Context
 from pruneaware.core.legacy import ATTRIBUTES, legacy_attribute
 from pruneaware.core.stage import Stage
 from pruneaware.core.state import STATE_FORMAT, load_state, save_state
+from pruneaware.distributed.fsdp import adapt_stages, mask_set_for
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
 from pruneaware.materialized import require_materialized
 from pruneaware.errors import UsageError
-from pruneaware.masks import MaskSet
 from pruneaware.optimizer_hooks import LearningRates, attach_step_hooks, claim, release
 from pruneaware.probing.calibration import Calibration, LossFn
 from pruneaware.recipe import Recipe, TrainingLength
@@ -76,7 +76,8 @@ class Pruner:
         for stage in self.stages:
             if changes_structure and not stage.follows_structure:
                 raise stage.cannot_follow_structure()
-        ctx.masks = MaskSet(self.recipe.scope.build().select(ctx.module), keep_zeros=not changes_structure)  # names as in the bare model
+        ctx.masks = mask_set_for(self.recipe.scope.build(), ctx.module, keep_zeros=not changes_structure)  # names as in the bare model
+        self.stages = ctx.stages = adapt_stages(self.stages, ctx)  # on fully_shard's shards: the stages that run there, or a refusal
         ctx._learning_rates = LearningRates(optimizer, ctx.params) if optimizer is not None else None
         for stage in self.stages:
             stage.setup(ctx)
