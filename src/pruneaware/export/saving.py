@@ -54,10 +54,16 @@ def load(path: str | Path, build_model_fn: Callable[[], nn.Module]) -> nn.Module
     if not isinstance(model, nn.Module):
         raise UsageError(f"build_model_fn must return an nn.Module; it returned {type(model).__name__}")
     apply_spec(model, spec)
+    weights = Path(path) / WEIGHTS_FILE
     try:
-        safetensors_torch.load_model(model, str(Path(path) / WEIGHTS_FILE), strict=True)
+        safetensors_torch.load_model(model, str(weights), strict=True)
+    except require("safetensors").SafetensorError as error:
+        raise StateError(
+            f"{weights} is damaged or incomplete ({error}), e.g. a copy or download that did not finish; copy the folder "
+            "again, or save the model again with pruneaware.save"
+        ) from None
     except (OSError, RuntimeError) as error:
-        raise StateError(f"cannot load the weights in {Path(path) / WEIGHTS_FILE}: {error}") from None
+        raise StateError(f"cannot load the weights in {weights}: {error}") from None
     return model
 
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from pruneaware.errors import TraceError
+from pruneaware.materialized import require_materialized
 from pruneaware.structured.graph import all_parameters_tracked, preserved_modes
 from pruneaware.structured.paths import check_single_path
 
@@ -35,6 +36,7 @@ def check_supported(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.
     ``ignored`` are the modules whose output channels are kept (with their submodules). Layers the
     traced pass does not run are refused or guarded (``check_single_path``).
     """
+    require_materialized(model, "structured pruning")
     skipped = {id(sub) for module in ignored for sub in module.modules()}
     _check_window_attention(model, skipped)
     seen = _observe(model, example_inputs)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pruneaware.data.assets import asset_path
-from pruneaware.errors import ConfigError
+from pruneaware.errors import ConfigError, StateError
 
 ENCODER_SCOPE = {"modules": ["Linear"], "include": ["encoder.layer.*"], "skip_last": False}
 """Recipe scope for a BERT encoder: every Linear of the transformer layers (q, k, v, attention output, FFN); embeddings and pooler stay dense."""
@@ -20,10 +20,17 @@ ENCODER_SCOPE = {"modules": ["Linear"], "include": ["encoder.layer.*"], "skip_la
 def load_encoder(folder: str | Path | None = None) -> tuple[nn.Module, object]:
     """The model and tokenizer saved in ``folder`` (default: the ``minilm`` asset), read offline; the model in eval mode."""
     from transformers import AutoModel, AutoTokenizer  # heavy import, only when an encoder is loaded
+    from safetensors import SafetensorError
 
     folder = Path(folder) if folder is not None else asset_path("minilm")
     _check_mean_pooling(folder)
-    model = AutoModel.from_pretrained(folder, local_files_only=True)
+    try:
+        model = AutoModel.from_pretrained(folder, local_files_only=True)
+    except SafetensorError as error:
+        raise StateError(
+            f"{folder / 'model.safetensors'} is damaged or incomplete ({error}); delete {folder} and fetch it again "
+            "(`pruneaware fetch minilm` for the asset) or copy it again"
+        ) from None
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
     return model.eval(), tokenizer
 
