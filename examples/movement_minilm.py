@@ -94,7 +94,7 @@ def recipe_for(method: str, sparsity: float | str, strength: float, args: argpar
         schedule = {"type": "one_shot", "sparsity": parse_target(sparsity).sparsity, "at": 0, "unit": "step"}
         recipe = {"name": "one-shot", "pruning": {"schedule": schedule, "granularity": granularity}}
     elif method in ("gmp", "random"):
-        recipe = gradual_magnitude(sparsity, scope=args.allocation, **ramp).to_dict()
+        recipe = gradual_magnitude(sparsity, allocation=args.allocation, **ramp).to_dict()
         recipe["pruning"]["criterion"] = "magnitude" if method == "gmp" else "random"  # the same ramp, ranked by chance
     elif method == "movement":
         recipe = movement_pruning(sparsity, allocation=args.allocation, **ramp).to_dict()

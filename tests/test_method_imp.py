@@ -130,14 +130,14 @@ def test_reinit_leaves_the_global_random_state_alone():
 
 
 def test_round_step_restarts_a_learning_rate_schedule_per_round():
-    """A plain loop restarts its LR schedule each round by keying it on ``pruner.rewind.round_step``."""
+    """A plain loop restarts its LR schedule each round by keying it on ``pruner.stage("rewind").rewind.round_step``."""
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     pruner = Pruner(model, optimizer, ticket(rewind_to=2), total_steps=STEPS)
-    assert [pruner.rewind.round_step(s) for s in (0, 2, 7, 8, 9, 15, 16, 17, 24)] == [0, 2, 7, 2, 3, 9, 2, 3, 10]
+    assert [pruner.stage("rewind").rewind.round_step(s) for s in (0, 2, 7, 8, 9, 15, 16, 17, 24)] == [0, 2, 7, 2, 3, 9, 2, 3, 10]
 
     cosine = lambda step: 0.5 * (1 + math.cos(math.pi * step / (ROUND + 2)))  # noqa: E731 - one round of training from step 2
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine(pruner.rewind.round_step(step)))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine(pruner.stage("rewind").rewind.round_step(step)))
     lrs = {}
 
     def after_step(step: int) -> None:

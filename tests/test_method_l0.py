@@ -44,14 +44,14 @@ def train(model, optimizer, pruner, batches, start: int = 0, stop: int | None = 
 
 
 def expected_open(pruner: Pruner) -> float:
-    return float(sum(expected_l0(log_alpha.detach()).sum() for log_alpha in pruner.regularizer.log_alpha.values()))
+    return float(sum(expected_l0(log_alpha.detach()).sum() for log_alpha in pruner.stage("regularizer").regularizer.log_alpha.values()))
 
 
 def test_penalty_equals_the_closed_form_expected_l0_on_a_hand_example():
     model = nn.Linear(3, 1, bias=False)
     pruner = Pruner(model, None, Recipe.from_dict({"regularizer": {"type": "l0", "strength": 0.5}, "scope": {"skip_last": False}}))
     with torch.no_grad():
-        pruner.regularizer.log_alpha["weight"].copy_(torch.tensor([[0.0, -2.0, 3.0]]))
+        pruner.stage("regularizer").regularizer.log_alpha["weight"].copy_(torch.tensor([[0.0, -2.0, 3.0]]))
     # P(gate != 0) = sigmoid(log_alpha - beta * log(-gamma / zeta)), beta = 2/3, gamma = -0.1, zeta = 1.1
     shift = -(2 / 3) * math.log(0.1 / 1.1)
     by_hand = 0.5 * sum(1 / (1 + math.exp(-(a + shift))) for a in (0.0, -2.0, 3.0))
@@ -89,7 +89,7 @@ def test_gradients_reach_weights_and_gates_through_theta_times_z():
     model, optimizer, pruner = make_run(1e-2)
     batches = make_batches(3)
     train(model, optimizer, pruner, batches, stop=2)
-    regularizer = pruner.regularizer
+    regularizer = pruner.stage("regularizer").regularizer
     names = list(pruner.params)
     theta = {n: regularizer.shadow.dense[n].clone().requires_grad_() for n in names}
     log_alpha = {n: regularizer.log_alpha[n].detach().clone().requires_grad_() for n in names}
@@ -120,7 +120,7 @@ def test_gradients_reach_weights_and_gates_through_theta_times_z():
 def test_finalize_folds_deterministic_gates_and_masks_match_the_zeros():
     model, optimizer, pruner = make_run(1e-3)
     train(model, optimizer, pruner, make_batches())
-    regularizer = pruner.regularizer
+    regularizer = pruner.stage("regularizer").regularizer
     expected = {n: regularizer.shadow.dense[n] * deterministic_gates(regularizer.log_alpha[n].detach()) for n in pruner.params}
     masks = {name: pruner.masks[name].clone() for name in pruner.masks}
     pruner.finalize()
@@ -146,7 +146,7 @@ def test_resume_from_checkpoint_is_bit_exact():
     for (name, a), (_, b) in zip(model_a.named_parameters(), model_b.named_parameters()):
         assert torch.equal(a, b), name
     for name in pruner_a.params:
-        assert torch.equal(pruner_a.regularizer.log_alpha[name], pruner_b.regularizer.log_alpha[name])
+        assert torch.equal(pruner_a.stage("regularizer").regularizer.log_alpha[name], pruner_b.stage("regularizer").regularizer.log_alpha[name])
         assert torch.equal(pruner_a.masks[name], pruner_b.masks[name])
 
 

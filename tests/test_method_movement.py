@@ -98,9 +98,9 @@ def test_hard_masks_follow_the_accumulated_scores_at_every_update_of_a_ramp():
     survivors = {name: torch.ones_like(score, dtype=torch.bool) for name, score in accumulated.items()}
     for step, batch in enumerate(batches, start=1):
         train(model, optimizer, pruner, [batch])
-        if pruner.schedule.is_update_step(step):
+        if pruner.stage("prune").schedule.is_update_step(step):
             for name, score in accumulated.items():
-                keep = round(score.numel() * (1 - pruner.schedule.value_at(step)))
+                keep = round(score.numel() * (1 - pruner.stage("prune").schedule.value_at(step)))
                 expected = top_k_mask(score.masked_fill(~survivors[name], float("-inf")), keep)
                 assert torch.equal(pruner.masks[name], expected), (step, name)
                 survivors[name] = expected
@@ -117,8 +117,8 @@ def test_hard_resume_mid_run_is_bit_identical(stop_at):
         return model, optimizer, Pruner(model, optimizer, recipe, total_steps=STEPS)
 
     pruner_a, pruner_c = resumed_and_uninterrupted(run, run, batches, stop_at)
-    for name, score in pruner_a.criterion.buffers.items():
-        assert torch.equal(score, pruner_c.criterion.buffers[name]), name
+    for name, score in pruner_a.stage("prune").criterion.buffers.items():
+        assert torch.equal(score, pruner_c.stage("prune").criterion.buffers[name]), name
 
 
 # -- soft movement --------------------------------------------------------------------------------
@@ -132,7 +132,7 @@ def soft_run(strength: float, seed: int = 0, momentum: bool = True, **options) -
 
 def test_soft_keeps_exactly_the_weights_scored_above_the_threshold_and_returns_them_with_their_value():
     model, optimizer, pruner = soft_run(0.0, momentum=False, threshold=0.2, lr=1e-6, optimizer="sgd")
-    scores = pruner.regularizer.scores
+    scores = pruner.stage("regularizer").regularizer.scores
     generator = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for score in scores.values():  # well clear of the threshold: the tiny score lr cannot move them across
@@ -143,9 +143,9 @@ def test_soft_keeps_exactly_the_weights_scored_above_the_threshold_and_returns_t
         for name, param in pruner.params.items():
             kept = scores[name] > 0.2
             assert torch.equal(pruner.masks[name], kept)
-            assert torch.equal(param.detach(), pruner.regularizer.shadow.dense[name] * kept)  # pruned: exactly 0
+            assert torch.equal(param.detach(), pruner.stage("regularizer").regularizer.shadow.dense[name] * kept)  # pruned: exactly 0
     assert pruner.summary().sparsity == pytest.approx(0.6, abs=0.05)
-    weight, dense = pruner.params["fc1.weight"], pruner.regularizer.shadow.dense["fc1.weight"]
+    weight, dense = pruner.params["fc1.weight"], pruner.stage("regularizer").regularizer.shadow.dense["fc1.weight"]
     pruned = (~pruner.masks["fc1.weight"]).nonzero()[0].tolist()
     latent = float(dense[tuple(pruned)])
     assert latent != 0.0  # the dense value of a pruned weight is kept
@@ -173,7 +173,7 @@ def test_soft_scores_accumulate_movement_and_the_penalty_pulls_every_score_down(
         pruner = Pruner(model, optimizer, soft_movement(penalty_strength, init=init, lr=lr, optimizer="sgd"), total_steps=STEPS)
         train(model, optimizer, pruner, random_batches(10, 20, 4))
         assert pruner.summary().sparsity == 0.0
-        runs[penalty_strength] = ({name: s.detach().clone() for name, s in pruner.regularizer.scores.items()}, movement)
+        runs[penalty_strength] = ({name: s.detach().clone() for name, s in pruner.stage("regularizer").regularizer.scores.items()}, movement)
     plain, movement = runs[0.0]
     for name, score in plain.items():  # S_T = init - lr * sum_t W_t * dL/dW_t
         torch.testing.assert_close(score, init + lr * movement[name], rtol=1e-5, atol=1e-6)
@@ -200,7 +200,7 @@ def test_soft_achieved_sparsity_rises_with_the_regularizer_strength():
         pruner.finalize()
         achieved.append(pruner.summary().sparsity)
         for name, param in pruner.params.items():
-            assert torch.equal(param.detach() != 0, pruner.regularizer.scores[name] > 0.0)
+            assert torch.equal(param.detach() != 0, pruner.stage("regularizer").regularizer.scores[name] > 0.0)
     assert achieved[0] < 0.05 and achieved[1] > achieved[0] + 0.2 and achieved[2] > achieved[1] + 0.3, achieved
 
 
@@ -210,8 +210,8 @@ def test_soft_resume_mid_run_is_bit_identical(stop_at):
     pruner_a, pruner_c = resumed_and_uninterrupted(start, restart, random_batches(STEPS, 20, 4), stop_at)
     assert 0.2 < pruner_a.summary().sparsity < 0.95
     for name in pruner_a.params:
-        assert torch.equal(pruner_a.regularizer.scores[name], pruner_c.regularizer.scores[name]), name
-        assert torch.equal(pruner_a.regularizer.shadow.dense[name], pruner_c.regularizer.shadow.dense[name]), name
+        assert torch.equal(pruner_a.stage("regularizer").regularizer.scores[name], pruner_c.stage("regularizer").regularizer.scores[name]), name
+        assert torch.equal(pruner_a.stage("regularizer").regularizer.shadow.dense[name], pruner_c.stage("regularizer").regularizer.shadow.dense[name]), name
         assert torch.equal(pruner_a.masks[name], pruner_c.masks[name]), name
 
 
@@ -240,7 +240,7 @@ def topk_run(seed: int = 0, momentum: bool = True, **options) -> tuple[nn.Module
 
 def test_topk_mask_after_every_step_is_the_per_layer_top_k_of_the_learned_scores():
     model, optimizer, pruner = topk_run()
-    schedule, scores = pruner.regularizer.schedule, pruner.regularizer.scores
+    schedule, scores = pruner.stage("regularizer").regularizer.schedule, pruner.stage("regularizer").regularizer.scores
     returned = 0
     previous = None
     for step, batch in enumerate(random_batches(STEPS, 20, 4), start=1):
@@ -251,7 +251,7 @@ def test_topk_mask_after_every_step_is_the_per_layer_top_k_of_the_learned_scores
             assert int(mask.sum()) == param.numel() - round(target * param.numel())
             if target > 0:
                 assert float(score[mask].min()) >= float(score[~mask].max()), (step, name)  # kept: the top-k (ties either way)
-            assert torch.equal(param.detach(), pruner.regularizer.shadow.dense[name] * pruner.masks[name])
+            assert torch.equal(param.detach(), pruner.stage("regularizer").regularizer.shadow.dense[name] * pruner.masks[name])
         if previous is not None:
             returned += sum(int((pruner.masks[n] & ~previous[n]).sum()) for n in previous)
         previous = {name: pruner.masks[name].clone() for name in pruner.params}
@@ -264,8 +264,8 @@ def test_topk_scores_of_pruned_weights_keep_learning_from_their_saved_values_and
     model, optimizer, pruner = topk_run(momentum=False, lr=lr, optimizer="sgd", final=0.5, begin=0.0, end=0.0, unit="step")
     batches = random_batches(12, 20, 4)
     train(model, optimizer, pruner, batches[:3])
-    regularizer, weight = pruner.regularizer, pruner.params["fc1.weight"]
-    lowest = pruner.regularizer.scores["fc1.weight"].detach()
+    regularizer, weight = pruner.stage("regularizer").regularizer, pruner.params["fc1.weight"]
+    lowest = pruner.stage("regularizer").regularizer.scores["fc1.weight"].detach()
     pruned = tuple(int(i) for i in torch.unravel_index(lowest.argmin(), lowest.shape))  # the deepest-pruned weight
     assert not bool(pruner.masks["fc1.weight"][pruned])
     latent = float(regularizer.shadow.dense["fc1.weight"][pruned])
@@ -273,7 +273,7 @@ def test_topk_scores_of_pruned_weights_keep_learning_from_their_saved_values_and
     seen = {}
 
     def read_gradient(optimizer, args, kwargs):  # runs after the Pruner's hook: the forward used W' = 0 here
-        seen["grad"] = float(pruner.regularizer.scores["fc1.weight"].grad[pruned])
+        seen["grad"] = float(pruner.stage("regularizer").regularizer.scores["fc1.weight"].grad[pruned])
 
     optimizer.register_step_pre_hook(read_gradient)
     before = float(regularizer.scores["fc1.weight"].detach()[pruned])
@@ -294,8 +294,8 @@ def test_topk_scores_of_pruned_weights_keep_learning_from_their_saved_values_and
 def test_topk_resume_mid_run_is_bit_identical(stop_at):
     pruner_a, pruner_c = resumed_and_uninterrupted(topk_run, lambda: topk_run(seed=5), random_batches(STEPS, 20, 4), stop_at)
     for name in pruner_a.params:
-        assert torch.equal(pruner_a.regularizer.scores[name], pruner_c.regularizer.scores[name]), name
-        assert torch.equal(pruner_a.regularizer.shadow.dense[name], pruner_c.regularizer.shadow.dense[name]), name
+        assert torch.equal(pruner_a.stage("regularizer").regularizer.scores[name], pruner_c.stage("regularizer").regularizer.scores[name]), name
+        assert torch.equal(pruner_a.stage("regularizer").regularizer.shadow.dense[name], pruner_c.stage("regularizer").regularizer.shadow.dense[name]), name
         assert torch.equal(pruner_a.masks[name], pruner_c.masks[name]), name
 
 

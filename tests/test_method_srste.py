@@ -92,7 +92,7 @@ def test_dense_weights_get_the_straight_through_gradient_plus_the_refine_term():
     for x, y in batches[:2]:
         step(model, optimizer, x, y)
     names = list(pruner.params)
-    dense = {name: pruner.regularizer.shadow.dense[name].clone() for name in names}
+    dense = {name: pruner.stage("regularizer").regularizer.shadow.dense[name].clone() for name in names}
     masks = {name: pruner.masks[name].clone() for name in names}
     sparse = {name: (dense[name] * masks[name]).requires_grad_() for name in names}
     x, y = batches[2]
@@ -115,12 +115,12 @@ def test_dense_weights_get_the_straight_through_gradient_plus_the_refine_term():
 
 def test_pruned_dense_weights_keep_training_and_decay():
     model, optimizer, pruner = make_run()
-    dense_before = {name: pruner.regularizer.shadow.dense[name].clone() for name in pruner.params}
+    dense_before = {name: pruner.stage("regularizer").regularizer.shadow.dense[name].clone() for name in pruner.params}
     masks_before = {name: pruner.masks[name].clone() for name in pruner.params}
     step(model, optimizer, *make_batches(1)[0])
     for name in pruner.params:
         pruned = ~masks_before[name]
-        assert bool((pruner.regularizer.shadow.dense[name][pruned] != dense_before[name][pruned]).all()), name
+        assert bool((pruner.stage("regularizer").regularizer.shadow.dense[name][pruned] != dense_before[name][pruned]).all()), name
 
 
 def test_resume_from_checkpoint_is_bit_exact():
@@ -141,7 +141,7 @@ def test_resume_from_checkpoint_is_bit_exact():
     for (name, a), (_, b) in zip(model_a.named_parameters(), model_b.named_parameters()):
         assert torch.equal(a, b), name
     for name in pruner_a.params:
-        assert torch.equal(pruner_a.regularizer.shadow.dense[name], pruner_b.regularizer.shadow.dense[name])
+        assert torch.equal(pruner_a.stage("regularizer").regularizer.shadow.dense[name], pruner_b.stage("regularizer").regularizer.shadow.dense[name])
 
 
 def test_bad_configurations_raise_config_errors():
