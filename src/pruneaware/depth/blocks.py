@@ -125,7 +125,7 @@ def trace_blocks(model: nn.Module, example_inputs: Any, names: Iterable[str]) ->
 
 
 def find_blocks(model: nn.Module, example_inputs: Any, patterns: Sequence[str] = ()) -> list[Block]:
-    """The removable blocks: those ``patterns`` name (globs over module names), or every repeated block whose output shape is its input's.
+    """The removable blocks: those ``patterns`` name (globs over module names; the outermost match), or every repeated block whose output shape is its input's.
 
     A named block whose shapes differ, that never runs, or a pattern matching nothing is a ConfigError naming it.
     """
@@ -139,6 +139,7 @@ def find_blocks(model: nn.Module, example_inputs: Any, patterns: Sequence[str] =
             if not hits:
                 raise ScopeError(f"depth layers pattern {pattern!r} matches no module; module names look like: {_examples(_candidates(model) or list(modules))}")
             names += [name for name in hits if name not in names]
+        names = [name for name in names if not any(name.startswith(other + ".") for other in names)]  # 'layers.*' names the layers, not their parts
     else:
         names = _candidates(model)
     shapes, macs, _ = trace_blocks(model, example_inputs, names)
