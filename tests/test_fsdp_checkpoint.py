@@ -15,7 +15,7 @@ from pruneaware.errors import PruneawareError
 from pruneaware.recipe import Recipe
 from tests.fsdp_helpers import full_digests, rank_results, run_ranks, sharded_tiny, train_steps, write_result
 
-pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
+pytestmark = [pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo"), pytest.mark.slow]
 STEPS, SAVE_AT = 12, 5
 
 

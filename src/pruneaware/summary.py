@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from torch import nn
+from torch import Tensor, nn
+from torch.distributed.tensor import DTensor
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,19 @@ class Summary:
 def summarize(model: nn.Module, params: Mapping[str, nn.Parameter], target: float = 0.0) -> Summary:
     """Count zeros in ``params`` (the pruned scope) and in the whole ``model``."""
     layers = [
-        LayerSparsity(name, tuple(param.shape), param.numel(), int((param.detach() != 0).sum()))
+        LayerSparsity(name, tuple(param.shape), param.numel(), _nonzero(param))
         for name, param in params.items()
     ]
     unique = {id(p): p for p in model.parameters()}.values()
     return Summary(
         layers=layers,
         model_parameters=sum(p.numel() for p in unique),
-        model_nonzero=sum(int((p.detach() != 0).sum()) for p in unique),
+        model_nonzero=sum(_nonzero(p) for p in unique),
         target=target,
     )
+
+
+def _nonzero(param: Tensor) -> int:
+    """Nonzero entries of ``param``; of all its shards for a DTensor (fully_shard), whose local sum is only this rank's part."""
+    count = (param.detach() != 0).sum()
+    return int(count.full_tensor() if isinstance(count, DTensor) else count)
