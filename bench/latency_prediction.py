@@ -1,0 +1,83 @@
+"""How well does the latency table predict a model's measured end-to-end latency, dense and slim?
+
+For each model and batch size: build the latency table (``pruneaware.hardware.build_table``, timed now, not
+cached), then for the dense model and slim copies (channels removed by pruneaware: uniform ratios, and a
+global ranking) print the predicted latency, the measured one (fastest of ``--repeats`` forwards, the
+estimator the table uses, and the median of interleaved rounds), and the prediction error.
+
+    python bench/latency_prediction.py [--models resnet18 resnet50 mobilenet_v2 vit_b_16] [--batch 1 8] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import torch
+from torch import nn
+
+import pruneaware as pa
+from pruneaware.hardware import build_table, predict_latency
+from pruneaware.hardware.backends import backend
+from pruneaware.hardware.keys import cpu_name
+from pruneaware.measure import compare_latency
+from pruneaware.structured.target import forward_macs
+
+SHAPES = {"uniform 0.25": (0.25, "uniform"), "uniform 0.5": (0.5, "uniform"), "global 0.5": (0.5, "global")}
+
+
+def build(name: str, image: int) -> tuple[nn.Module, torch.Tensor]:
+    """The torchvision model as ``bench/structured_speed.py`` builds it (random weights, heads made prunable)."""
+    from structured_speed import build as build_model
+
+    return build_model(name, image)
+
+
+def slim(model: nn.Module, example: torch.Tensor, ratio: float, allocation: str, round_to: int) -> nn.Module:
+    copied = copy.deepcopy(model)
+    schedule = {"type": "one_shot", "sparsity": ratio, "at": 0, "unit": "step"}
+    structured = {"schedule": schedule, "allocation": allocation, "max_layer_ratio": 0.9, "round_to": round_to}
+    pa.Pruner(copied, None, pa.Recipe.from_dict({"structured": structured}), total_steps=1, example_inputs=example)
+    return copied.eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2", "vit_b_16"])
+    parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--image", type=int, default=224)
+    parser.add_argument("--round-to", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backend", default="torch")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    print(f"torch {torch.__version__}, {cpu_name()}, backend {args.backend}, {args.threads} threads, image {args.image}, "
+          f"round_to {args.round_to}, load average at start {os.getloadavg()[0]:.1f}")
+    print("| model | batch | shape | MACs ratio | predicted ms | measured ms (fastest) | error | measured ms (median) | error |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    timer = backend(args.backend).time_ms
+    for name in args.models:
+        dense, example = build(name, args.image)
+        models = {"dense": dense} | {label: slim(dense, example, r, a, args.round_to) for label, (r, a) in SHAPES.items()}
+        macs = {label: forward_macs(m, example) for label, m in models.items()}
+        for batch in args.batch:
+            started = time.perf_counter()
+            table = build_table(dense, example, backend=args.backend, batch=batch, round_to=args.round_to, threads=args.threads, progress=False)
+            seconds = time.perf_counter() - started
+            inputs = example[:1].expand(batch, *example.shape[1:]).contiguous()
+            medians = compare_latency(models, inputs, warmup=2, repeats=args.repeats, threads=args.threads) if args.backend == "torch" else {}
+            for label, model in models.items():
+                predicted = predict_latency(model, table)
+                fastest = timer(model, inputs, args.repeats)
+                median = medians[label].median_ms if label in medians else float("nan")
+                print(f"| {name} | {batch} | {label} | {macs['dense'] / macs[label]:.2f}x | {predicted:.1f} | {fastest:.1f} | "
+                      f"{100 * (predicted / fastest - 1):+.1f}% | {median:.1f} | {100 * (predicted / median - 1):+.1f}% |", flush=True)
+            print(f"<!-- {name} batch {batch}: table built in {seconds:.0f} s, load average {os.getloadavg()[0]:.1f} -->", flush=True)
+
+
+if __name__ == "__main__":
+    main()

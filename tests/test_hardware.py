@@ -1,0 +1,104 @@
+"""Latency tables: built over widths, cached by key, refused from elsewhere, and predictions that follow the widths."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from pruneaware.errors import ConfigError
+from pruneaware.hardware import LatencyTable, build_table, latency_table, predict_latency
+from pruneaware.hardware.backends import backend
+from pruneaware.hardware.build import sample_widths
+from pruneaware.hardware.table import Sweep
+
+
+def small_cnn() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    ).eval()
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("PRUNEAWARE_CACHE", str(tmp_path))
+    return tmp_path
+
+
+def test_sample_widths_are_multiples_and_end_at_full():
+    widths = sample_widths(64, 8, 4)
+    assert widths[-1] == 64 and len(widths) == 4
+    assert all(w % 8 == 0 for w in widths)
+    assert sample_widths(5, 8, 4) == [2, 3, 4, 5][-4:] or sample_widths(5, 8, 4)[-1] == 5
+
+
+def test_table_times_each_layer_and_prediction_falls_with_width(cache):
+    model, x = small_cnn(), torch.randn(2, 3, 16, 16)
+    table = build_table(model, x, batch=1, points=3, repeats=3, threads=1, progress=False)
+    assert set(table.contexts) == {"0", "2", "6"}
+    assert table.key.batch == 1 and table.key.threads == 1 and table.key.backend == "torch"
+    dense = predict_latency(model, table)
+    assert dense == pytest.approx(table.dense_ms)  # at full widths the prediction is the measured latency
+    slim = copy.deepcopy(model)
+    slim[0], slim[2] = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+    slim[6] = nn.Linear(16, 10)
+    assert predict_latency(slim, table) < dense
+
+
+def test_table_is_cached_and_reused(cache):
+    model, x = small_cnn(), torch.randn(1, 3, 16, 16)
+    first = latency_table(model, x, batch=1, threads=1, progress=False)
+    files = list((cache / "latency").rglob("*.json"))
+    assert len(files) == 1
+    second = latency_table(model, x, batch=1, threads=1, progress=False)
+    assert second.dense_ms == first.dense_ms  # loaded, not re-measured
+    with pytest.raises(ConfigError, match="build_table"):
+        latency_table(model, x, batch=4, threads=1, build=False)
+
+
+def test_table_from_another_device_is_refused_naming_the_keys(cache, tmp_path):
+    model, x = small_cnn(), torch.randn(1, 3, 16, 16)
+    table = build_table(model, x, batch=1, points=2, repeats=2, threads=1, progress=False)
+    path = tmp_path / "table.json"
+    table.save(path)
+    data = json.loads(path.read_text())
+    data["key"]["device"] = "Some Other CPU"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="device: table 'Some Other CPU'"):
+        latency_table(model, x, batch=1, threads=1, path=path)
+    table.save(path)
+    with pytest.raises(ConfigError, match="batch 4"):  # a table for another batch: build one (the command is named)
+        latency_table(model, x, batch=4, threads=1, path=path)
+    assert LatencyTable.load(path).dense_ms == table.dense_ms
+
+
+def test_unknown_and_missing_backends_are_refused():
+    with pytest.raises(ConfigError, match="onnxruntime"):
+        backend("tensorrt")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA GPU"):
+            backend("cuda")
+
+
+def test_fast_widths_skip_widths_no_faster_than_a_larger_one():
+    sweep = Sweep(4.0, [(8, 1.0), (16, 2.5), (24, 2.4), (32, 4.0)])
+    assert sweep.fast_widths() == [8, 24, 32]  # 16 is slower than 24
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_table(cache):
+    model, x = small_cnn(), torch.randn(1, 3, 16, 16)
+    table = build_table(model, x, backend="cuda", batch=1, points=2, repeats=3, progress=False)
+    assert table.key.backend == "cuda" and table.dense_ms > 0
+
+
+def test_onnxruntime_table(cache):
+    pytest.importorskip("onnxruntime")
+    model, x = small_cnn(), torch.randn(1, 3, 16, 16)
+    table = build_table(model, x, backend="onnxruntime", batch=1, points=2, repeats=2, threads=1, progress=False)
+    assert "onnxruntime" in table.key.versions and predict_latency(model, table) == pytest.approx(table.dense_ms)
