@@ -55,7 +55,18 @@ class Capture:
 
     def __init__(self, model: nn.Module, layers: Sequence[str]):
         self.values: dict[str, Tensor] = {}
-        self._handles = [model.get_submodule(name).register_forward_hook(self._keep(name)) for name in layers]
+        self._hooked: dict[str, tuple[nn.Module, Any]] = {}
+        self.refresh(model, layers)
+
+    def refresh(self, model: nn.Module, layers: Sequence[str] | None = None) -> None:
+        """Hook the module now at each name (a removed block's placeholder outputs what reaches that depth)."""
+        for name in layers if layers is not None else list(self._hooked):
+            module = model.get_submodule(name)
+            if name in self._hooked and self._hooked[name][0] is module:
+                continue
+            if name in self._hooked:
+                self._hooked[name][1].remove()
+            self._hooked[name] = (module, module.register_forward_hook(self._keep(name)))
 
     def _keep(self, name: str) -> Any:
         def hook(module: nn.Module, args: Any, output: Any) -> None:
@@ -63,8 +74,9 @@ class Capture:
         return hook
 
     def close(self) -> None:
-        for handle in self._handles:
+        for _, handle in self._hooked.values():
             handle.remove()
+        self._hooked.clear()
 
 
 class Teacher:

@@ -142,7 +142,8 @@ class Distillation(Stage):
         return pending
 
     def structure_changed(self, ctx: Context, remaps: Sequence[ParameterRemap]) -> None:
-        """The teacher is a separate copy and the hooks sit on modules, not parameters: nothing to follow."""
+        """The teacher is a separate copy; a hidden-state layer removed by depth pruning is read from its placeholder."""
+        self.capture.refresh(ctx.module)
 
     def finalize(self, ctx: Context) -> None:
         self._hook.remove()
