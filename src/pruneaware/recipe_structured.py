@@ -11,21 +11,39 @@ from pruneaware.recipe_schedules import ScheduleSpec, TrainingLength, _Spec
 from pruneaware.structured.target import ResourceTarget
 
 class ResourceTargetSpec(_Spec):
-    """A MACs or parameter budget, as a fraction of the dense model: ``{macs: 0.5}`` or ``{params: 0.4}``."""
+    """A MACs, parameter or latency budget: ``{macs: 0.5}``, ``{params: 0.4}``, ``{latency: 0.5}`` (of dense, predicted
+    from the device's latency table) or ``{latency_ms: 12}``, latency on ``backend`` at ``batch``."""
 
     macs: Annotated[Fraction, Field(gt=0, lt=1)] | None = None
     params: Annotated[Fraction, Field(gt=0, lt=1)] | None = None
+    latency: Annotated[Fraction, Field(gt=0, lt=1)] | None = None
+    latency_ms: Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)] | None = None
+    backend: Literal["torch", "onnxruntime", "cuda"] = "torch"
+    batch: Annotated[int, Strict(), Field(ge=1, le=65536)] = 1
+    threads: Annotated[int, Strict(), Field(ge=1, le=1024)] | None = None
+    table: str | None = None
+    """A saved latency table (JSON) to use instead of the cached or freshly built one; refused if measured elsewhere."""
 
     @model_validator(mode="after")
     def _exactly_one(self) -> ResourceTargetSpec:
-        if (self.macs is None) == (self.params is None):
-            raise ValueError("exactly one of 'macs' or 'params', e.g. target: {macs: 0.5}")
+        given = [name for name in ("macs", "params", "latency", "latency_ms") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"exactly one of 'macs', 'params', 'latency' or 'latency_ms' (got {given or 'none'}), e.g. target: {{macs: 0.5}}")
+        latency_options = [name for name in ("backend", "batch", "threads", "table") if name in self.model_fields_set]
+        if latency_options and given[0] in ("macs", "params"):
+            raise ValueError(f"{latency_options} only with a latency target ('latency' or 'latency_ms')")
         return self
 
-    def build(self) -> ResourceTarget:
+    def build(self) -> Any:
         if self.macs is not None:
             return ResourceTarget("macs", self.macs)
-        return ResourceTarget("params", self.params)
+        if self.params is not None:
+            return ResourceTarget("params", self.params)
+        from pruneaware.hardware.backends import backend
+        from pruneaware.hardware.target import LatencyTarget
+
+        backend(self.backend)  # refused at once, with the fix, when not installed here
+        return LatencyTarget(self.latency, self.latency_ms, self.backend, self.batch, self.threads, self.table)
 
 
 class ChannelRegularizerSpec(_Spec):

@@ -109,6 +109,8 @@ class ChannelPruner:
         self._initial_out = {m: graph.get_out_channels(m) for m in self.model.modules() if m in graph.module2node}
         self._prunable = [m for m in self._initial_out if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd)) and m not in set(ignored)]
         self._dense_resource = target.measure(self.model, example_inputs) if target is not None else None
+        if hasattr(target, "check_reachable"):  # a latency target refuses a budget beyond max_layer_ratio at once
+            target.check_reachable(self.model, self._dense_resource, max_layer_ratio, ignored)
 
     def _fix_reference_channel_counts(self) -> None:
         """Rank once now, removing nothing (the schedule's ratio at index 0 is 0).
