@@ -94,7 +94,7 @@ def update(runs: Path) -> None:
     """Run every recipe at every seed in ``runs``, write docs/demo.json and replace the README's demo tables."""
     data: dict = {
         "commands": {"default": "make demo (.venv/bin/pruneaware run)", "structured": ".venv/bin/pruneaware run structured"},
-        "environment": f"torch {torch.__version__}, 2 threads (train.threads in the shipped recipes), {platform.machine()}",
+        "environment": f"torch {torch.__version__} on the CPU, 1 torch thread (train.threads in the shipped recipes), {platform.machine()}",
     }
     for recipe in RECIPES:
         seeds = {str(seed): run_demo(recipe, seed, runs) for seed in SEEDS}
