@@ -133,3 +133,25 @@ def test_old_attributes_still_answer_with_a_deprecation_warning() -> None:
         assert pruner.regularizer is None
     with pytest.raises(pa.UsageError, match="no stage 'rewind'"):
         pruner.stage("rewind")
+
+
+@pytest.mark.parametrize("builder", ["gradual_magnitude", "fisher_pruning", "snip", "grasp", "synflow"])
+def test_method_builders_take_allocation_and_pass_scope_through_as_the_scope_section(builder: str) -> None:
+    build = getattr(pa.recipes, builder)
+    recipe = build(0.8, allocation="layer", scope={"exclude": ["fc1"]})
+    assert recipe.pruning.granularity.scope == "layer" and recipe.scope.exclude == ("fc1",)
+    data = random_batches(1, 20, 4)
+    pruner = pa.Pruner(ThreeLayerMLP(), None, recipe, total_steps=100, example_inputs=data[0][0], calibration_data=data, loss_fn=F.cross_entropy)
+    assert set(pruner.params) == {"fc2.weight"}
+    with pytest.warns(DeprecationWarning, match="allocation="):
+        assert build(0.8, scope="erk").pruning.granularity.scope == "erk"
+
+
+def test_schedule_errors_of_structured_and_topk_sections_name_their_own_section() -> None:
+    bad = {"type": "cubic", "final": 0.5, "begin": 0.6, "end": 0.2}
+    with pytest.raises(pa.ConfigError) as structured:
+        pa.Recipe.from_dict({"structured": {"schedule": bad}})
+    assert structured.value.field.startswith("recipe.structured.schedule")
+    with pytest.raises(pa.ConfigError) as topk:
+        pa.Recipe.from_dict({"regularizer": {"type": "topk_movement", "schedule": bad}})
+    assert topk.value.field.startswith("recipe.regularizer.schedule")
