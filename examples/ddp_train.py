@@ -51,13 +51,17 @@ def parse_args() -> argparse.Namespace:
     args = parser.parse_args()
     if args.resume and args.checkpoint is None:
         parser.error("--resume continues from --checkpoint PATH; pass the checkpoint too")
+    try:
+        args.timeout = resolve_timeout(args.timeout, "--timeout")
+    except PruneawareError as error:
+        parser.error(str(error))
     return args
 
 
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    timeout = resolve_timeout(args.timeout, "--timeout")
+    timeout = args.timeout
     if "WORLD_SIZE" in os.environ:  # started by torchrun, which sets RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT
         dist.init_process_group("gloo", timeout=timeout)  # gloo's default is 30 minutes
     world = World.current()

@@ -1,0 +1,86 @@
+"""Every torchvision classification model, with a frozen stem and with every layer trainable: structured pruning
+either removes channels and training goes on with consistent shapes, or refuses before anything is cut."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+from torch.nn import functional as F
+
+import pruneaware as pa
+from pruneaware.errors import PruneawareError
+
+HEAVY = {"regnet_y_128gf", "vit_h_14", "vit_l_16", "vit_l_32", "regnet_y_32gf", "regnet_x_32gf", "convnext_large", "efficientnet_b7"}
+MODELS = sorted(torchvision.models.list_models(module=torchvision.models), key=lambda name: name in HEAVY)  # the largest last
+OPTIONS: dict[str, dict[str, object]] = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+    "maxvit_t": {"input_size": (224, 224)},
+    **{name: {"image_size": 64} for name in MODELS if name.startswith("vit_") and name != "vit_h_14"},
+    "vit_h_14": {"image_size": 56},
+}
+SIDES = {"inception_v3": 80, "vit_h_14": 56, "maxvit_t": 224}
+REFUSED = {"maxvit_t", "swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"} | {n for n in MODELS if n.startswith("shufflenet")}
+"""Refused before anything is cut, as documented in docs/structured.md (window attention, channel shuffles)."""
+
+
+def build(name: str, frozen_stem: bool) -> tuple[nn.Module, torch.Tensor]:
+    torch.manual_seed(0)
+    model = torchvision.models.get_model(name, weights=None, num_classes=4, **OPTIONS.get(name, {}))
+    if frozen_stem:
+        next(m for m in model.modules() if isinstance(m, nn.Conv2d)).requires_grad_(False)
+    side = SIDES.get(name, 64)
+    return model, torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
+
+
+def norms_match_their_inputs(model: nn.Module, images: torch.Tensor) -> None:
+    """Every batch norm's statistics and affine parameters are as wide as the tensor it normalizes."""
+    widths: list[tuple[str, int, int]] = []
+
+    def record(name: str):  # noqa: ANN202
+        return lambda module, args: widths.append((name, args[0].shape[1], module.running_mean.numel()))
+
+    norms = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    handles = [m.register_forward_pre_hook(record(n)) for n, m in norms]
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(images)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train()
+    assert all(m.weight is None or m.weight.numel() == m.running_mean.numel() for _, m in norms)
+    assert [w for w in widths if w[1] != w[2]] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("frozen_stem", [True, False], ids=["frozen-stem", "trainable"])
+@pytest.mark.parametrize("name", MODELS)
+def test_every_torchvision_classifier_prunes_or_is_refused_before_anything_is_cut(name: str, frozen_stem: bool) -> None:
+    torch.set_num_threads(1)
+    model, images = build(name, frozen_stem)
+    labels = torch.arange(images.shape[0]) % 4
+    shapes = {n: p.shape for n, p in model.named_parameters()}
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    schedule = {"type": "one_shot", "sparsity": 0.2, "at": 1, "unit": "step"}
+    recipe = pa.Recipe.from_dict({"name": "sweep", "structured": {"schedule": schedule}})
+    try:
+        pruner = pa.Pruner(model, optimizer, recipe, steps_per_epoch=3, epochs=1, example_inputs=images)
+    except PruneawareError as error:
+        assert name in REFUSED, f"{name} refused: {error}"
+        assert {n: p.shape for n, p in model.named_parameters()} == shapes, "refused, but channels were already cut"
+        return
+    assert name not in REFUSED, f"{name} is listed as refused in docs/structured.md but prunes"
+    for _ in range(3):  # the removal happens in the second step; the third runs forward and backward on the slim model
+        loss = F.cross_entropy(pruner.model(images), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert torch.isfinite(loss)
+    assert sum(p.numel() for p in model.parameters()) < sum(s.numel() for s in shapes.values()), "no channel was removed"
+    stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert stem.weight.requires_grad is not frozen_stem
+    norms_match_their_inputs(model, images)
