@@ -35,6 +35,7 @@ def pruning(**extra) -> dict:
         ({"type": "soft_movement", "strength": 1.0, "lr": float("nan")}, "lr"),
         ({"type": "topk_movement", "schedule": {"type": "cubic", "final": 0.5}, "init": 1e308}, "init"),
         ({"type": "l0", "strength": 1e-4, "seed": 1e30}, "seed"),
+        ({"type": "l0", "strength": 1e-4, "droprate_init": 0.95}, "droprate_init"),
     ],
 )
 def test_regularizer_numbers_are_bounded(regularizer, field):

@@ -218,7 +218,8 @@ class L0Spec(_Spec):
 
     type: Literal["l0"]
     strength: WeightStrength
-    droprate_init: Annotated[Fraction, Field(gt=0, lt=1)] = 0.5
+    droprate_init: Annotated[Fraction, Field(gt=0, le=0.9)] = 0.5
+    """Initial drop probability of every gate; above 0.9 every gate starts closed and the whole model is pruned at once."""
     lr: LearningRate = 0.01
     """Learning rate of the Adam that trains the gates (the model's optimizer trains the weights)."""
     seed: Seed = 0
