@@ -66,3 +66,15 @@ def test_unreachable_budget_names_what_is_reachable():
     model, x = cnn(), torch.randn(2, 3, 24, 24)
     with pytest.raises(ConfigError, match=r"at most about .* ms .*max_layer_ratio"):
         pa.Pruner(model, None, recipe({"latency_ms": 1e-6, "threads": 1}), total_steps=4, example_inputs=x)
+
+
+def test_run_latency_target_flag_sets_the_structured_target():
+    from pruneaware.hardware.overrides import with_latency_target
+    from pruneaware.job.spec import RunSpec, default_recipe_path
+
+    spec = with_latency_target(RunSpec.from_yaml(default_recipe_path("structured")), 0.5)
+    assert spec.recipe.structured.target.latency == 0.5 and spec.recipe.structured.target.backend == "torch"
+    with pytest.raises(ConfigError, match="structured"):
+        with_latency_target(RunSpec.from_yaml(default_recipe_path("default")), 0.5)
+    with pytest.raises(ConfigError, match="between 0 and 1"):
+        with_latency_target(RunSpec.from_yaml(default_recipe_path("structured")), 2.0)

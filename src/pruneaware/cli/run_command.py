@@ -42,13 +42,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threads", type=int, help="override train.threads: torch intra-op threads for the job")
     parser.add_argument("--nproc", type=int, default=1, help="train with N local processes (DistributedDataParallel over gloo); also with --resume, at any N")
     parser.add_argument("--timeout", type=float, help="with --nproc: seconds a process waits for the others before the run fails (default: $PRUNEAWARE_DDP_TIMEOUT or 600)")
+    parser.add_argument("--latency-target", type=float, metavar="F", help="structured recipes: stop removing channels at F of the dense model's predicted latency (docs/hardware.md)")
     parser.set_defaults(handler=handle)
 
 
 def _spec_from_args(args: argparse.Namespace) -> tuple[RunSpec, Path]:
     if args.resume is not None:
         overrides = (args.model, args.data, args.weights, args.task, args.device, args.threads)
-        if args.recipe or args.out or args.epochs or args.seed is not None or args.no_dense or any(value is not None for value in overrides):
+        if args.recipe or args.out or args.epochs or args.seed is not None or args.no_dense or any(value is not None for value in (*overrides, args.latency_target)):
             raise ConfigError("--resume", str(args.resume), "no other arguments: a resumed run keeps its own recipe and settings")
         spec = load_run_spec(args.resume)
         _check_nproc(args.nproc, spec)
@@ -59,6 +60,10 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[RunSpec, Path]:
         epochs=args.epochs, seed=args.seed, dense_baseline=False if args.no_dense else None, model=_absolute(args.model), dataset=_absolute(args.data),
         weights=_absolute(args.weights), task=args.task, device=args.device, threads=args.threads,
     )
+    if args.latency_target is not None:
+        from pruneaware.hardware.overrides import with_latency_target
+
+        spec = with_latency_target(spec, args.latency_target)
     check_run(spec)
     _check_nproc(args.nproc, spec)
     directory = args.out or Path("runs") / f"{folder_name(spec.recipe.name)}-{datetime.now():%Y%m%d-%H%M%S}"

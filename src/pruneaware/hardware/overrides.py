@@ -1,0 +1,18 @@
+"""``pruneaware run --latency-target F``: a structured recipe's target replaced by a latency budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pruneaware.errors import ConfigError
+
+
+def with_latency_target(spec: Any, fraction: float, backend: str = "torch") -> Any:
+    """A copy of the run spec whose structured target is ``{latency: fraction}`` on ``backend`` (batch 1)."""
+    mapping = spec.to_mapping()
+    if mapping.get("structured") is None:
+        raise ConfigError("--latency-target", fraction, "a recipe that removes channels (a 'structured' section), e.g. pruneaware run structured --latency-target 0.5")
+    if not 0 < fraction < 1:
+        raise ConfigError("--latency-target", fraction, "a fraction of the dense model's latency between 0 and 1, e.g. 0.5")
+    mapping["structured"] = {**mapping["structured"], "target": {"latency": fraction, "backend": backend}}
+    return type(spec).from_mapping(mapping)
