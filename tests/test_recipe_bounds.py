@@ -175,3 +175,12 @@ def test_yaml_merge_keys_may_override(tmp_path: Path):
     path.write_text("base: &s {type: cubic, final: 0.5}\npruning:\n  schedule:\n    <<: *s\n    final: 0.7\n")
     data = read_yaml_mapping(path)
     assert data["pruning"]["schedule"]["final"] == 0.7
+
+
+def test_channel_removal_with_nm_needs_round_to_a_multiple_of_m():
+    nm = {"schedule": {"type": "linear", "final": 0.5}, "granularity": "2:4"}
+    channels = {"schedule": {"type": "cubic", "final": 0.4}}
+    message = refused({"pruning": nm, "structured": channels})
+    assert message.startswith("recipe: got ['pruning', 'structured']") and "structured.round_to a multiple of 4" in message
+    assert refused({"pruning": nm, "structured": {**channels, "round_to": 6}}).startswith("recipe:")
+    assert Recipe.from_dict({"pruning": nm, "structured": {**channels, "round_to": 8}}).structured.round_to == 8

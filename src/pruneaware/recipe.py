@@ -322,6 +322,16 @@ class Recipe(_Spec):
         return self
 
     @model_validator(mode="after")
+    def _channels_fit_nm_groups(self) -> Recipe:
+        granularity = self.pruning.granularity if self.pruning is not None else None
+        if isinstance(granularity, NMSpec) and self.structured is not None and (self.structured.round_to or 1) % granularity.m:
+            raise ValueError(
+                f"structured.round_to a multiple of {granularity.m} with N:M granularity {granularity.n}:{granularity.m}: "
+                "channel removal must leave every layer's inputs divisible into groups of M"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _does_something(self) -> Recipe:
         if self.pruning is None and self.regularizer is None and self.structured is None and not self.stages:
             raise ValueError("a 'pruning', 'structured' or 'regularizer' section, or a 'stages' list")
