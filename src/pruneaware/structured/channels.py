@@ -178,6 +178,8 @@ class ChannelPruner:
 
     def _ranked_groups(self) -> list[Any]:
         """The channel groups to remove at the ranker's current ratio, each within its layer's cap."""
+        if getattr(self, "allocator", None) is not None:  # a stage chooses the widths (stages.latency_allocation)
+            return self.allocator.groups(self)
         with editing(self.model):
             groups = [self.attention.within_cap(self._within_layer_cap(g), self.ranker) for g in self.ranker.step(interactive=True)]
         self.attention.sync(ranker=self.ranker)  # ranking lowered the ranker's head counts; the model's are the truth

@@ -1,0 +1,129 @@
+"""Channel removal whose per-layer widths come from measured sensitivity and the latency table (``latency_allocation``)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from pruneaware.core.context import Context
+from pruneaware.core.registry import register_stage
+from pruneaware.core.stage import Stage
+from pruneaware.errors import ConfigError
+from pruneaware.hardware.allocate import Budgets, GroupInfo, search, sensitivity, timed_members
+from pruneaware.hardware.build import latency_table
+from pruneaware.hardware.table import LatencyTable
+from pruneaware.structured.graph import editing
+from pruneaware.structured.surgery import ParameterRemap
+
+log = logging.getLogger(__name__)
+
+
+@register_stage("latency_allocation")
+class LatencyAllocation(Stage):
+    """Decides how many channels each group keeps (the channel stage still picks which, by its importance).
+
+    At each update of the structured schedule it measures every group's sensitivity on calibration
+    batches, searches widths (multiples of ``round_to`` that the table shows to be faster than every
+    wider one) meeting the latency, MACs and params budgets, and removes the schedule's share of the
+    way there. Budgets: the structured target's, plus ``macs``/``params`` fractions given here.
+    """
+
+    name = "latency_allocation"
+    follows_structure = True
+
+    def __init__(self, macs: float | None = None, params: float | None = None, batches: int = 2, round_to: int = 8,
+                 backend: str = "torch", batch: int = 1, threads: int | None = None):
+        for field, value in (("macs", macs), ("params", params)):
+            if value is not None and not 0 < value < 1:
+                raise ConfigError(f"stages.latency_allocation.{field}", value, "a fraction of the dense model between 0 and 1")
+        if not (isinstance(round_to, int) and round_to >= 1):
+            raise ConfigError("stages.latency_allocation.round_to", round_to, "an integer >= 1")
+        self.macs, self.params, self.batches, self.round_to = macs, params, batches, round_to
+        self.options = {"backend": backend, "batch": batch, "threads": threads}
+        self.table: LatencyTable | None = None
+        self._plan: tuple[int, dict[int, int], list[GroupInfo]] | None = None
+
+    def setup(self, ctx: Context) -> None:
+        from pruneaware.stages.channels import ChannelRemoval
+
+        removal = next((stage for stage in ctx.stages if isinstance(stage, ChannelRemoval)), None)
+        if removal is None:
+            raise ConfigError("stages.latency_allocation", "without channel removal", "a recipe with a structured section whose widths it chooses")
+        self.channels, self.ctx = removal.channels, ctx
+        target = self.channels.target
+        self.table = getattr(target, "table", None) or latency_table(ctx.module, ctx.example_inputs, round_to=self.round_to, **self.options)
+        kind = getattr(target, "kind", None)
+        self.budgets = Budgets(
+            latency_ms=target.budget_ms(self.channels._dense_resource) if kind == "latency" else None,
+            macs=self.macs if self.macs is not None else (target.fraction if kind == "macs" else None),
+            params=self.params if self.params is not None else (target.fraction if kind == "params" else None),
+        )
+        if self.budgets == Budgets():
+            raise ConfigError("stages.latency_allocation", "no budget", "structured.target {latency: f}, {macs: f} or {params: f}, or macs/params here")
+        ctx.calibration.batches("latency_allocation", 1)  # refused now, naming calibration_data and loss_fn, if absent
+        self.channels.allocator = self
+
+    def groups(self, channels: Any) -> list[Any]:
+        """The groups to remove at the channel pruner's current update (and trial ratio, while it bisects to a target)."""
+        index = channels.ranker.current_step
+        if self._plan is None or self._plan[0] != index:
+            self._plan = (index, *self._allocate(channels))
+        _, final, infos = self._plan
+        ratio = channels.ranker.per_step_pruning_ratio[index + 1]
+        progress = min(ratio / channels.schedule.final, 1.0) if channels.schedule.final else 1.0
+        chosen = []
+        graph = channels.ranker.DG
+        for number, info in enumerate(infos):
+            start = channels._initial_out[info.root]
+            keep = start - progress * (start - final[number])
+            keep = max(final[number], math.ceil(keep / self.round_to) * self.round_to)
+            current = graph.get_out_channels(info.root)
+            if keep >= current:
+                continue
+            handler = info.group[0].dep.handler
+            whole = graph.get_pruning_group(info.root, handler, list(range(current)))
+            importance = channels.ranker.estimate_importance(whole)
+            order = torch.argsort(importance).tolist() if importance is not None else list(range(current))
+            chosen.append(graph.get_pruning_group(info.root, handler, sorted(order[: current - keep])))
+        return chosen
+
+    def _allocate(self, channels: Any) -> tuple[dict[int, int], list[GroupInfo]]:
+        ranker, model = channels.ranker, self.ctx.module
+        names = {id(module): name for name, module in model.named_modules()}
+        batches = self.ctx.calibration.batches("latency_allocation", self.batches)
+        modes = [(m, m.training) for m in model.modules()]
+        model.eval()
+
+        def loss() -> float:
+            with torch.no_grad():
+                return float(sum(float(self.ctx.calibration.loss(model, batch)) for batch in batches) / len(batches))
+
+        infos: list[GroupInfo] = []
+        try:
+            with editing(model):
+                groups = [g for g in ranker.DG.get_all_groups(ignored_layers=ranker.ignored_layers, root_module_types=ranker.root_module_types)
+                          if ranker.DG.is_out_channel_pruning_fn(g[0].dep.handler)]
+                scored = [(g, ranker.estimate_importance(g)) for g in groups]
+                scored = [(g, s) for g, s in scored if s is not None]
+                measured = sensitivity(scored, loss)
+        finally:
+            for module, training in modes:
+                module.train(training)
+        for (group, _), points in zip(scored, measured):
+            root = group[0].dep.target.module
+            outs, ins = timed_members(group, names, self.table, ranker.DG)
+            width = ranker.DG.get_out_channels(root)
+            start = channels._initial_out.get(root, width)
+            floor = math.ceil(math.ceil(start * (1 - channels.max_layer_ratio)) / self.round_to) * self.round_to
+            infos.append(GroupInfo(group, root, outs, ins, width, min(floor, width), points))
+        final = search(self.table, model, infos, self.budgets, self.round_to)
+        log.info("latency allocation: widths %s", {names.get(id(i.root)): final[n] for n, i in enumerate(infos)})
+        return final, infos
+
+    def structure_changed(self, ctx: Context, remaps: Sequence[ParameterRemap]) -> None:
+        """Groups are re-read from the channel pruner's graph at the next update."""
+        self._plan = None if self._plan is None or remaps else self._plan
