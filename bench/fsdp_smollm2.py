@@ -71,13 +71,9 @@ def build(weights: str, mode: str) -> nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.from_pretrained(Path(weights).parent)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(torch.load(weights, mmap=True, weights_only=True), assign=True, strict=False)
-    model.tie_weights()
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(torch.load(weights, mmap=True, weights_only=True))
     if mode == "ddp":
-        for param in model.parameters():
-            param.data = param.data.clone()  # private memory, as a loaded model holds it
         return DistributedDataParallel(model)
     for layer in model.model.layers:
         fully_shard(layer)
