@@ -15,6 +15,7 @@ RECIPE = {
 }
 
 
+@pytest.mark.slow
 def test_hf_trainer_distills_through_outputs_loss_and_compacts_layers(tmp_path):
     pytest.importorskip("accelerate")
     from tests.test_integration_hf import make_trainer, transformers
