@@ -14,7 +14,7 @@ TINY_RUN = {
     "pruning": {
         "criterion": "magnitude",
         "granularity": {"type": "element", "scope": "global"},
-        "schedule": {"type": "cubic", "final": 0.8, "begin": 0.0, "end": 0.5, "every": 5, "unit": "step"},
+        "schedule": {"type": "cubic", "final": 0.8, "begin": 0.0, "end": 40, "every": 5, "unit": "step"},
     },
     "train": {"dataset": "digits", "model": "mlp", "epochs": 4, "batch_size": 64, "lr": 0.003, "seed": 3},
 }

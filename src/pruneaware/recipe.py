@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pruneaware import granularity as gran
 from pruneaware import schedules
 from pruneaware.criteria import CRITERIA, Criterion
-from pruneaware.criterion_options import OptionError, check_criterion_options
+from pruneaware.criterion_options import check_criterion_options
 from pruneaware.errors import ConfigError
 from pruneaware.regrow import Regrow
 from pruneaware.regularizers import L1, Regularizer
@@ -28,6 +28,7 @@ from pruneaware.reparam.movement import SoftMovement, TopKMovement
 from pruneaware.rewind import Rewind
 from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
 from pruneaware.splice import Splice
+from pruneaware.recipe_errors import config_error
 from pruneaware.recipe_bounds import (
     BlockSide,
     Decay,
@@ -346,7 +347,7 @@ class Recipe(_Spec):
         try:
             return cls.model_validate(data)
         except ValidationError as error:
-            raise _config_error(error, data) from None
+            raise config_error(error, data) from None
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> Recipe:
@@ -381,35 +382,3 @@ def read_yaml_mapping(source: str | Path) -> dict[str, Any]:
         raise ConfigError("recipe", str(source), "a YAML mapping with 'pruning:' and/or 'regularizer:' sections")
     return data
 
-
-def _config_error(error: ValidationError, data: Any) -> ConfigError:
-    first = error.errors()[0]
-    path = _field_path(first["loc"], data)
-    message = first["msg"].removeprefix("Value error, ").removeprefix("Input should be ")
-    if first["type"] == "extra_forbidden":
-        message = "no such field; check the spelling against the recipe reference in docs/recipes.md"
-    value = first.get("input")
-    cause = first.get("ctx", {}).get("error")
-    if isinstance(cause, OptionError):  # point at the one criterion option
-        path, value = [*path, cause.option], cause.value
-    elif isinstance(value, dict):  # a rule across fields: name them, not their contents
-        value = sorted(value)
-    field = "recipe." + ".".join(path) if path else "recipe"
-    more = error.error_count() - 1
-    return ConfigError(field, value, message + (f" (and {more} more problem(s))" if more else ""))
-
-
-def _field_path(loc: tuple[Any, ...], data: Any) -> list[str]:
-    """``loc`` as the user wrote it: pydantic's union tags (``schedule.cubic.final``) are left out."""
-    path: list[str] = []
-    for part in loc:
-        if isinstance(data, dict) and part not in data and data.get("type") == part:
-            continue  # the discriminator's tag, not a key of the recipe
-        path.append(str(part))
-        if isinstance(data, dict):
-            data = data.get(part)
-        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
-            data = data[part]
-        else:
-            data = None
-    return path

@@ -72,10 +72,6 @@ class _ScheduleSpec(_Spec):
         """Record the recipe section this schedule belongs to, so build-time errors name it."""
         self._section = f"{section}.schedule"
 
-    @property
-    def section(self) -> str:
-        return self._section
-
     @field_validator("begin", "end", "at", "every", check_fields=False)
     @classmethod
     def _time_in_unit(cls, value: float | None, info: ValidationInfo) -> float | None:
