@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pruneaware.errors import ConfigError
 from pruneaware.quantization.spec import QuantizationSpec
-from pruneaware.recipe import Recipe, _config_error, read_yaml_mapping
+from pruneaware.recipe import Recipe, read_yaml_mapping
+from pruneaware.recipe_errors import config_error
 
 
 class TrainSpec(BaseModel):
@@ -98,5 +99,5 @@ def default_recipe_path(name: str = "default") -> Path:
 
 
 def _train_error(error: ValidationError, data: Any) -> ConfigError:
-    wrapped = _config_error(error, data)
+    wrapped = config_error(error, data)
     return ConfigError(wrapped.field.replace("recipe.", "train.", 1), wrapped.value, wrapped.expected)
