@@ -1,0 +1,113 @@
+"""Pruning-aware training of ResNet-20 on real MNIST to half the dense latency: MACs target vs latency target with
+latency allocation vs the same plus the latency penalty; accuracy over seeds, measured latency, MACs, wall time.
+
+Each variant trains from scratch for ``--epochs`` on the first ``--train-size`` images, removing channels during
+training (cubic schedule) until its target is met; latency is measured side by side (interleaved rounds) at
+batch 1 and 64 against the dense model of the same seed.
+
+    python bench/hardware_mnist.py [--seeds 0 1 2] [--epochs 1] [--train-size 6000] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+import pruneaware as pa
+from pruneaware.data.mnist import load_mnist
+from pruneaware.hardware.keys import cpu_name
+from pruneaware.measure import compare_latency
+from pruneaware.models.resnet20 import ResNet20
+from pruneaware.structured.target import forward_macs
+
+SCHEDULE = {"type": "cubic", "final": 0.7, "begin": 0.1, "end": 0.6, "every": 0.1}
+VARIANTS = {
+    "(a) MACs 0.5": ({"target": {"macs": 0.5}}, None),
+    "(b) latency 0.5 + allocation": ({"target": {"latency": 0.5, "threads": 1}}, ["channels", {"type": "latency_allocation", "threads": 1}]),
+    "(c) (b) + latency penalty": (
+        {"target": {"latency": 0.5, "threads": 1}},
+        ["channels", {"type": "latency_allocation", "threads": 1}, {"type": "latency_penalty", "strength": 1e-4, "threads": 1}],
+    ),
+}
+
+
+def accuracy(model: nn.Module, loader: DataLoader) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            correct += int((model(x).argmax(1) == y).sum())
+            total += len(y)
+    return correct / total
+
+
+def train(seed: int, variant: str | None, args: argparse.Namespace, splits) -> tuple[nn.Module, float, float]:
+    torch.manual_seed(seed)
+    model = ResNet20(splits.input_shape, splits.num_classes)
+    loader = DataLoader(splits.train, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    pruner = None
+    started = time.perf_counter()
+    if variant is not None:
+        section, stages = VARIANTS[variant]
+        recipe = pa.Recipe.from_dict({"structured": {"schedule": SCHEDULE, "max_layer_ratio": 0.8, **section}, **({"stages": stages} if stages else {})})
+        calibration = [next(iter(DataLoader(splits.train, batch_size=64)))]
+        pruner = pa.Pruner(model, optimizer, recipe, total_steps=args.epochs * len(loader), example_inputs=calibration[0][0][:1],
+                           calibration_data=calibration, loss_fn=nn.functional.cross_entropy)
+    for _ in range(args.epochs):
+        model.train()
+        for x, y in loader:
+            loss = nn.functional.cross_entropy(model(x), y) + (pruner.penalty() if pruner is not None else 0.0)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    seconds = time.perf_counter() - started
+    return model.eval(), accuracy(model, DataLoader(splits.test, batch_size=1000)), seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--train-size", type=int, default=6000)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    splits = load_mnist(train_size=args.train_size)
+    example = splits.test.tensors[0][:1]
+    print(f"torch {torch.__version__}, {cpu_name()}, {args.threads} threads, ResNet-20 on MNIST ({args.train_size} train images, "
+          f"{args.epochs} epoch(s)), seeds {args.seeds}, load average at start {os.getloadavg()[0]:.1f}")
+    rows: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name in ["dense", *VARIANTS]}
+    for seed in args.seeds:
+        dense, dense_acc, dense_s = train(seed, None, args, splits)
+        models = {"dense": dense}
+        results = {"dense": (dense_acc, dense_s)}
+        for variant in VARIANTS:
+            models[variant], acc, seconds = train(seed, variant, args, splits)
+            results[variant] = (acc, seconds)
+        latency = {batch: compare_latency(models, splits.test.tensors[0][:batch], warmup=3, repeats=20, threads=args.threads) for batch in (1, 64)}
+        for name, model in models.items():
+            acc, seconds = results[name]
+            rows[name].append((acc, latency[1][name].median_ms / latency[1]["dense"].median_ms,
+                               latency[64][name].median_ms / latency[64]["dense"].median_ms,
+                               forward_macs(model, example) / forward_macs(dense, example), seconds))
+            print(f"seed {seed} {name}: accuracy {acc:.4f}, latency b1 {latency[1][name].median_ms:.2f} ms, b64 {latency[64][name].median_ms:.1f} ms, "
+                  f"MACs {forward_macs(model, example):,}, train {seconds:.0f} s", flush=True)
+    print("\n| variant | accuracy (mean ± std) | latency b1 / dense | latency b64 / dense | MACs / dense | train s |")
+    print("|---|---|---|---|---|---|")
+    for name, values in rows.items():
+        columns = list(zip(*values))
+        spread = statistics.stdev(columns[0]) if len(columns[0]) > 1 else 0.0
+        print(f"| {name} | {100 * statistics.mean(columns[0]):.2f} ± {100 * spread:.2f} | " + " | ".join(
+            f"{statistics.mean(c):.2f}" for c in columns[1:4]) + f" | {statistics.mean(columns[4]):.0f} |")
+    print(f"<!-- load average at end {os.getloadavg()[0]:.1f} -->")
+
+
+if __name__ == "__main__":
+    main()
