@@ -147,17 +147,17 @@ def find_blocks(model: nn.Module, example_inputs: Any, patterns: Sequence[str] =
     for name in names:
         if name not in shapes:
             if patterns:
-                raise ConfigError("depth.layers", name, "a block the forward pass runs with a tensor input and output (this one never ran on the example inputs)")
+                raise ConfigError("stages.depth.layers", name, "a block the forward pass runs with a tensor input and output (this one never ran on the example inputs)")
             continue
         inp, out = shapes[name]
         if inp != out:
             if patterns:
-                raise ConfigError("depth.layers", name, f"a block whose output shape equals its input shape (it maps {inp} to {out}, so the next block could not take its input)")
+                raise ConfigError("stages.depth.layers", name, f"a block whose output shape equals its input shape (it maps {inp} to {out}, so the next block could not take its input)")
             continue
         params = list(modules[name].parameters())
         blocks.append(Block(name, inp, sum(p.numel() for p in params), macs[name], params))
     if not blocks:
-        raise ConfigError("depth.layers", list(patterns) or None, "layers with matching input and output shapes; this model has no repeated block that could be removed (name them with layers: [...])")
+        raise ConfigError("stages.depth.layers", list(patterns) or None, "layers with matching input and output shapes; this model has no repeated block that could be removed (name them with layers: [...])")
     return blocks
 
 
