@@ -12,12 +12,14 @@ import pytest
 import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import Shard, distribute_tensor
 
 import pruneaware as pa
 from pruneaware.distributed.fsdp_masks import ShardedMaskSet, like_param
 from pruneaware.distributed.fsdp_select import sharded_element_masks
-from pruneaware.errors import PruneawareError
+from pruneaware.distributed.fsdp import is_sharded
+from pruneaware.errors import ConfigError, PruneawareError
 from pruneaware.granularity import Element
 from pruneaware.recipe import Recipe
 from tests.fsdp_helpers import Tiny, full, full_digests, rank_results, run_ranks, sharded_tiny, train_steps, write_result
@@ -139,13 +141,25 @@ REFUSED = {
 }
 
 
+def partly_sharded() -> Tiny:
+    torch.manual_seed(0)
+    model = Tiny()
+    for block in model.blocks:
+        fully_shard(block)  # the root (stem and head) left unsharded
+    return model
+
+
+MODELS = {"partly sharded": partly_sharded}
+
+
 def _refusals(folder: str) -> None:
     messages = {}
-    for case, build in REFUSED.items():
-        model = sharded_tiny()
+    cases = [(case, sharded_tiny, build) for case, build in REFUSED.items()] + [(case, build, recipe) for case, build in MODELS.items()]
+    for case, build_model, build_recipe in cases:
+        model = build_model()
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
         try:
-            pa.Pruner(model, optimizer, build(), total_steps=STEPS, example_inputs=torch.randn(2, 8))
+            pa.Pruner(model, optimizer, build_recipe(), total_steps=STEPS, example_inputs=torch.randn(2, 8))
             messages[case] = "accepted"
         except PruneawareError as error:
             messages[case] = str(error)
@@ -155,6 +169,7 @@ def _refusals(folder: str) -> None:
 WORDS = {
     "blocks": ["block", "N:M"], "snip": ["snip", "unsharded"], "rigl": ["regrow", "DDP"], "splice": ["splice", "DDP"],
     "l1": ["regularizer", "DDP"], "channels": ["channels", "fully_shard the smaller model"],
+    "partly sharded": ["not sharded", "at the root"],
 }
 
 
@@ -163,3 +178,15 @@ def test_features_that_cannot_run_on_shards_are_refused_by_name(tmp_path: Path) 
     for messages in rank_results(tmp_path):
         for case, words in WORDS.items():
             assert all(word in messages[case] for word in words), (case, messages[case])
+
+
+def test_fsdp1_is_refused_naming_fully_shard() -> None:
+    """FSDP1 cannot be built on CPU (it needs an accelerator), so an FSDP1 module is made without its constructor."""
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    model = Tiny()
+    shell = FullyShardedDataParallel.__new__(FullyShardedDataParallel)
+    torch.nn.Module.__init__(shell)
+    model.stem = shell
+    with pytest.raises(ConfigError, match=r"FSDP1.*fully_shard \(FSDP2\)"):
+        is_sharded(dict(model.named_parameters()), model)
