@@ -28,15 +28,6 @@ class Sweep:
             return by_out
         return by_out * _interp(self.inp, in_width) / self.full_ms
 
-    def fast_widths(self) -> list[int]:
-        """Output widths no larger width beats: each is strictly faster than every larger sampled width."""
-        fast, best = [], float("inf")
-        for width, ms in sorted(self.out, reverse=True):
-            if ms < best:
-                fast.append(width)
-                best = ms
-        return sorted(fast)
-
 
 def _interp(points: list[tuple[int, float]], width: int) -> float:
     widths, times = zip(*sorted(points))

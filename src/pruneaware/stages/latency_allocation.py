@@ -125,5 +125,5 @@ class LatencyAllocation(Stage):
         return final, infos
 
     def structure_changed(self, ctx: Context, remaps: Sequence[ParameterRemap]) -> None:
-        """Groups are re-read from the channel pruner's graph at the next update."""
-        self._plan = None if self._plan is None or remaps else self._plan
+        """The plan's groups refer to replaced parameters: it is made afresh (sensitivity re-measured) at the next update."""
+        self._plan = None
