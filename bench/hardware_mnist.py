@@ -82,7 +82,7 @@ def main() -> None:
     splits = load_mnist(train_size=args.train_size)
     example = splits.test.tensors[0][:1]
     print(f"torch {torch.__version__}, {cpu_name()}, {args.threads} threads, ResNet-20 on MNIST ({args.train_size} train images, "
-          f"{args.epochs} epoch(s)), seeds {args.seeds}, load average at start {os.getloadavg()[0]:.1f}")
+          f"{args.epochs} epoch(s)), seeds {args.seeds}, load average at start {os.getloadavg()[0]:.1f}", flush=True)
     rows: dict[str, list[tuple[float, float, float, float, float]]] = {name: [] for name in ["dense", *VARIANTS]}
     for seed in args.seeds:
         dense, dense_acc, dense_s = train(seed, None, args, splits)
