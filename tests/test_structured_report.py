@@ -70,3 +70,13 @@ def test_a_shortfall_held_back_by_the_cap_is_a_warning(caplog):
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings and f"only {100 * removed:.1f}% of channels removed where the schedule asks 80.0%" in warnings[0]
 
+
+
+def test_layers_frozen_except_the_classifier_still_lose_the_channels_asked():
+    model = convnet()
+    for param in model[:-1].parameters():
+        param.requires_grad_(False)
+    pruner = prune(model, 0.5, 0.9)
+    assert pruner.channels.removed_fraction() == pytest.approx(counted(model)) == pytest.approx(0.5)
+    assert all(not p.requires_grad for p in model[:-1].parameters()) and model[-1].weight.requires_grad
+    assert pruner.model(INPUTS).shape == (8, 10)
