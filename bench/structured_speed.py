@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import platform
 import statistics
 import time
 from collections.abc import Callable
@@ -30,6 +29,7 @@ import torchvision
 from torch import nn
 
 import pruneaware as pa
+from pruneaware.hardware.keys import cpu_name
 from pruneaware.measure import compare_latency, count_parameters
 from pruneaware.structured import convert_for_pruning
 from pruneaware.schedules import OneShot
@@ -100,15 +100,6 @@ def time_pruning(base: nn.Module, example: torch.Tensor, ratio: float, round_to:
             tools[name](model)
             seconds[name].append(time.perf_counter() - start)
     return seconds
-
-
-def cpu_name() -> str:
-    """The processor's model name (Linux), for the record."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            return next(line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main() -> None:

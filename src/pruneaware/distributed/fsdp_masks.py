@@ -93,13 +93,3 @@ class ShardedMaskSet(MaskSet):
     def state_dict(self) -> dict[str, Tensor]:
         """Masks as DTensors sharded like their parameters (for torch.distributed.checkpoint)."""
         return {name: like_param(mask.clone(), self.params[name]) for name, mask in self.masks.items()}
-
-    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
-        """Restore masks saved by ``state_dict`` (DTensors laid out as this run's parameters, as DCP loads them)."""
-        if set(state) != set(self.params):
-            missing, extra = sorted(set(self.params) - set(state)), sorted(set(state) - set(self.params))
-            raise StateError(f"mask state does not match the pruned parameters: missing {missing}, unexpected {extra}")
-        for name, mask in state.items():
-            if mask.dtype != torch.bool:
-                raise StateError(f"mask {name!r} has dtype {mask.dtype}; masks are boolean")
-        self.update(state)
