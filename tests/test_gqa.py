@@ -71,3 +71,24 @@ def test_errors():
         pa.Pruner(_llama(), None, {**SCOPE, "stages": [{"type": "gqa_width", "kv_groups": 3}]}, example_inputs=batch)
     with pytest.raises(pa.ConfigError, match="Llama-family"):
         pa.Pruner(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)), None, {**SCOPE, "stages": [{"type": "gqa_width", "kv_groups": 1}]}, example_inputs=torch.randn(2, 4))
+
+
+def test_channel_pruning_refuses_grouped_query_attention_before_cutting_and_prunes_the_mlp_when_it_is_ignored():
+    from pruneaware.errors import TraceError
+
+    schedule = {"type": "linear", "initial": 0.25, "final": 0.5, "begin": 1, "end": 3, "every": 2, "unit": "step"}
+    model, batch = _llama(), _batch()
+    before = {name: p.shape for name, p in model.named_parameters()}
+    with pytest.raises(TraceError, match="'model.layers.0.self_attn' is grouped-query.*'gqa_width' stage.*'model.layers.\\*.self_attn'"):
+        pa.Pruner(model, None, {"structured": {"schedule": schedule}}, total_steps=4, example_inputs=batch)
+    assert {name: p.shape for name, p in model.named_parameters()} == before
+    recipe = {"structured": {"schedule": schedule, "ignore": ["model.layers.*.self_attn"]}}
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+    pa.Pruner(model, optimizer, recipe, total_steps=4, example_inputs=batch)
+    for _ in range(4):
+        loss = model(**batch).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert all(layer.mlp.gate_proj.out_features < 48 for layer in model.model.layers)
+    assert model.model.layers[0].self_attn.q_proj.out_features == 32

@@ -39,6 +39,7 @@ def check_supported(model: nn.Module, example_inputs: Any, ignored: Sequence[nn.
     require_materialized(model, "structured pruning")
     skipped = {id(sub) for module in ignored for sub in module.modules()}
     _check_window_attention(model, skipped)
+    _check_grouped_query_attention(model, skipped)
     seen = _observe(model, example_inputs)
     if seen.shuffles:
         raise TraceError(
@@ -81,6 +82,27 @@ def _check_foreign_modules(model: nn.Module, skipped: set[int], seen: _Observati
         "nn.BatchNorm with frozen parameters kept in eval mode (same outputs), or list the layers feeding such norms "
         f"under 'ignore' in the structured section: {needed}"
     )
+
+
+def _check_grouped_query_attention(model: nn.Module, skipped: set[int]) -> None:
+    """Grouped-query attention shares each key/value head among query heads: channel pruning breaks its reshapes."""
+    grouped = [name for name, module in model.named_modules() if id(module) not in skipped and _is_grouped_query(module)]
+    if grouped:
+        raise TraceError(
+            f"{grouped[0]!r} is grouped-query attention (fewer key/value heads than query heads), whose head reshapes "
+            "channel pruning breaks; narrow it with the 'gqa_width' stage instead (see docs/compress.md), or list "
+            f"{_patterns(grouped, set())} under 'ignore' in the structured section to prune the rest of the model"
+        )
+
+
+def _is_grouped_query(module: nn.Module) -> bool:
+    """A Hugging Face attention layer whose config has fewer key/value heads than query heads (Llama, Mistral, Qwen)."""
+    groups = getattr(module, "num_key_value_groups", None)
+    if isinstance(groups, int) and groups > 1:
+        return True
+    config = getattr(module, "config", None) if hasattr(module, "q_proj") else None
+    kv, heads = getattr(config, "num_key_value_heads", None), getattr(config, "num_attention_heads", None)
+    return isinstance(kv, int) and isinstance(heads, int) and kv < heads
 
 
 def _is_foreign_norm(module: nn.Module) -> bool:
