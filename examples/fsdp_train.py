@@ -3,6 +3,7 @@
     torchrun --nproc_per_node 2 examples/fsdp_train.py                          # gloo on CPU
     torchrun --nproc_per_node 2 examples/fsdp_train.py --checkpoint ckpt --stop-after 10
     torchrun --nproc_per_node 4 examples/fsdp_train.py --checkpoint ckpt --resume   # resumes on 4 ranks
+    torchrun --nproc_per_node 1 examples/fsdp_train.py --backend nccl                # one rank per GPU
 """
 
 from __future__ import annotations
@@ -52,11 +53,15 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="folder of the sharded checkpoint (written at the end, or at --stop-after)")
     parser.add_argument("--stop-after", type=int, default=STEPS)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--backend", choices=["gloo", "nccl"], default="gloo", help="nccl: one CUDA device per rank")
     args = parser.parse_args()
-    dist.init_process_group("gloo")
+    dist.init_process_group(args.backend)
     rank, world = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", rank % torch.cuda.device_count()) if args.backend == "nccl" else torch.device("cpu")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     torch.manual_seed(0)  # the same initial model on every rank before sharding
-    model = Model()
+    model = Model().to(device)
     for block in model.blocks:
         fully_shard(block)
     fully_shard(model)
@@ -68,7 +73,7 @@ def main() -> None:
         start = pruner.step_count
     for step in range(start, min(args.stop_after, STEPS)):
         generator = torch.Generator().manual_seed(step)  # the global batch of this step; each rank takes its share
-        x = torch.randn(8, 12, 16, generator=generator)
+        x = torch.randn(8, 12, 16, generator=generator).to(device)
         loss = nn.functional.mse_loss(model(x[rank::world]), x[rank::world].flip(1).flatten(0, 1))
         optimizer.zero_grad()
         loss.backward()
