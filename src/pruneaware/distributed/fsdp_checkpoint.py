@@ -23,6 +23,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.tensor import DTensor
 
 from pruneaware.core.driver import Pruner
+from pruneaware.distributed.dcp_reader import SafeFileSystemReader, check_metadata
 from pruneaware.distributed.fsdp_masks import like_param
 from pruneaware.errors import StateError
 
@@ -64,8 +65,9 @@ def load_sharded(path: str | Path, model: nn.Module, optimizer: torch.optim.Opti
     """Resume from ``save_sharded``'s folder at this run's world size: the same recipe, model and optimizer type (every rank calls it)."""
     if not Path(path, ".metadata").is_file():
         raise StateError(f"{path} is not a checkpoint written by save_sharded (no .metadata file in it); pass the folder it wrote")
+    check_metadata(Path(path, ".metadata"))  # a clear error here; inside dcp.load the reader's refusal is wrapped per rank
     head: dict[str, Any] = {"pruner": {"skeleton": ""}}
-    dcp.load(head, checkpoint_id=str(path))
+    dcp.load(head, storage_reader=SafeFileSystemReader(str(path)))
     skeleton = json.loads(head["pruner"]["skeleton"])
     if not isinstance(skeleton, Mapping) or skeleton.get("recipe") != pruner.recipe.fingerprint():
         saved = skeleton.get("recipe") if isinstance(skeleton, Mapping) else None
@@ -73,11 +75,11 @@ def load_sharded(path: str | Path, model: nn.Module, optimizer: torch.optim.Opti
             f"checkpoint {path} was saved with a different recipe (fingerprint {saved}, this recipe {pruner.recipe.fingerprint()}); "
             "resume with the recipe the run started with"
         )
-    metadata = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    metadata = SafeFileSystemReader(str(path)).read_metadata().state_dict_metadata
     model_state, optimizer_state = get_state_dict(model, optimizer)
     tensors = _templates(_tensor_keys(skeleton), metadata, pruner.params)
     state = {"model": model_state, "optimizer": optimizer_state, "pruner": {"tensors": tensors}}
-    dcp.load(state, checkpoint_id=str(path))
+    dcp.load(state, storage_reader=SafeFileSystemReader(str(path)))
     set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     pruner.load_state_dict(join_tensors(skeleton, state["pruner"]["tensors"]))
 
