@@ -10,7 +10,7 @@ import pytest
 
 from pruneaware.data import assets
 from pruneaware.data.assets import Asset, AssetError, asset_path, fetch_asset
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def _wheel(path: Path, members: dict[str, bytes]) -> str:

@@ -12,7 +12,7 @@ from pruneaware.cli.main import main
 from pruneaware.compare import ComparisonSpec, MethodSpec, markdown_table, plan_runs, read_records, run_comparison
 from pruneaware.compare.spec import comparison_path
 from pruneaware.compare.targets import method_recipe
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 TINY = {
     "name": "tiny",
@@ -141,7 +141,7 @@ def test_table_marks_cells_whose_sparsity_missed_the_target() -> None:
 
 
 def test_scope_matching_no_layer_fails_before_training(tmp_path: Path) -> None:
-    from pruneaware.errors import ScopeError
+    from pruneaware.core.errors import ScopeError
 
     spec = ComparisonSpec.from_mapping({**TINY, "seeds": 1, "methods": [{"label": "SR", "recipe": "sr_ste_2_4", "sparsities": [0.5]}]})
     with pytest.raises(ScopeError, match="features.0"):

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pruneaware.criteria import CRITERIA, Criterion, Magnitude, Movement, Random, Taylor
-from pruneaware.errors import ConfigError, UsageError
+from pruneaware.core.errors import ConfigError, UsageError
 
 
 def make_params(seed: int = 0) -> dict[str, nn.Parameter]:

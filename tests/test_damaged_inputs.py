@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import pruneaware as pa
-from pruneaware.errors import StateError, UsageError
+from pruneaware.core.errors import StateError, UsageError
 from pruneaware.job.spec import default_recipe_path
 
 

@@ -8,7 +8,7 @@ import torch
 
 import pruneaware.data.mnist1d as mnist1d_module
 from pruneaware.data import DATASETS, DatasetSplits, load_dataset
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 SMALL = 500
 

@@ -12,7 +12,7 @@ import pytest
 from pruneaware.data import load_dataset
 from pruneaware.data.assets import AssetError, asset_path
 from pruneaware.data.mnist import load_array_pickle, read_mnist_arrays
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 class _RunsCommand:

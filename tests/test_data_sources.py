@@ -10,7 +10,7 @@ import torch
 
 from pruneaware.data.batches import head
 from pruneaware.data.sources import load_data
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.job.device import select_device
 from tests.byo_helpers import save_tokenizer, write_image_folder
 

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from pruneaware.distributed import WorkerFailed, launch
 from pruneaware.distributed.timeouts import ENV, resolve_timeout
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
 

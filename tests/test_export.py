@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import pruneaware as pa
-from pruneaware.errors import ConfigError, StateError, UsageError
+from pruneaware.core.errors import ConfigError, StateError, UsageError
 from pruneaware.export import read_spec
 from pruneaware.models import build_model
 

@@ -19,7 +19,7 @@ import pruneaware as pa
 from pruneaware.distributed.fsdp_masks import ShardedMaskSet, like_param
 from pruneaware.distributed.fsdp_select import sharded_element_masks
 from pruneaware.distributed.fsdp import is_sharded
-from pruneaware.errors import ConfigError, PruneawareError
+from pruneaware.core.errors import ConfigError, PruneawareError
 from pruneaware.granularity import Element
 from pruneaware.recipe import Recipe
 from tests.fsdp_helpers import Tiny, full, full_digests, rank_results, run_ranks, sharded_tiny, train_steps, write_result

@@ -11,7 +11,7 @@ from torch.distributed.checkpoint.state_dict import get_state_dict
 
 import pruneaware as pa
 from pruneaware.distributed.fsdp_checkpoint import load_sharded, save_sharded
-from pruneaware.errors import PruneawareError
+from pruneaware.core.errors import PruneawareError
 from pruneaware.recipe import Recipe
 from tests.fsdp_helpers import full_digests, rank_results, run_ranks, sharded_tiny, train_steps, write_result
 

@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from pruneaware import Pruner, Recipe
 from pruneaware.criteria import CRITERIA
-from pruneaware.errors import ConfigError, PruneawareError
+from pruneaware.core.errors import ConfigError, PruneawareError
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "src" / "pruneaware" / "recipes"
 RECIPES = {path.stem: yaml.safe_load(path.read_text()) for path in sorted(RECIPES_DIR.glob("*.yaml"))}

@@ -74,7 +74,7 @@ def test_errors():
 
 
 def test_channel_pruning_refuses_grouped_query_attention_before_cutting_and_prunes_the_mlp_when_it_is_ignored():
-    from pruneaware.errors import TraceError
+    from pruneaware.core.errors import TraceError
 
     schedule = {"type": "linear", "initial": 0.25, "final": 0.5, "begin": 1, "end": 3, "every": 2, "unit": "step"}
     model, batch = _llama(), _batch()

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.granularity import NM, Block, Element, input_major
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.hardware import LatencyTable, build_table, latency_table, predict_latency
 from pruneaware.hardware.backends import backend
 from pruneaware.hardware.build import sample_widths

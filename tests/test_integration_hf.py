@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import pruneaware as pa
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("accelerate")

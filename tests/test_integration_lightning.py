@@ -12,7 +12,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import pruneaware as pa
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from tests.helpers import ThreeLayerMLP
 
 pl = pytest.importorskip("pytorch_lightning")

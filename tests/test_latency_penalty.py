@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import pruneaware as pa
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def two_costs() -> nn.Sequential:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import pruneaware as pa
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.llm.statistics import InputStatistics
 from pruneaware.llm.targets import parse_target
 from pruneaware.llm.wanda import row_wise_keep

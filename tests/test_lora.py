@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruneaware.errors import ConfigError, UsageError
+from pruneaware.core.errors import ConfigError, UsageError
 from pruneaware.granularity import NM, Element
 from tests.helpers import ThreeLayerMLP, random_batches
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from pruneaware.cli.main import main
 from pruneaware.distributed.dcp_reader import check_metadata
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 from pruneaware.job import checkpoint
 from pruneaware.models.weights import load_weights, read_state_dict
 from tests.byo_helpers import write_factory, write_recipe

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from pruneaware.errors import StateError
-from pruneaware.masks import MaskSet
+from pruneaware.core.errors import StateError
+from pruneaware.core.masks import MaskSet
 
 
 def make_params(seed: int = 0) -> dict[str, nn.Parameter]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.measure import (
     MacCount,
     count_macs,

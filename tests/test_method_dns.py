@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pruneaware import Pruner, Recipe
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.granularity import Element
 from pruneaware.methods import dynamic_surgery, gradual_magnitude
 from pruneaware.models import build_model

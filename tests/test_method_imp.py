@@ -12,7 +12,7 @@ from torch import nn
 
 from tests.helpers import ThreeLayerMLP, random_batches
 from pruneaware import Pruner, Recipe
-from pruneaware.errors import ConfigError, UsageError
+from pruneaware.core.errors import ConfigError, UsageError
 from pruneaware.methods import lottery_ticket
 
 ROUND = 8  # steps per round: prune at 8 and 16, the final ticket trains from 16 to 24

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.models.sources import resolve_model
 from pruneaware.models.weights import load_weights
 

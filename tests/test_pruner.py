@@ -15,7 +15,7 @@ from torch.nn.utils import parametrize
 
 from tests.helpers import ThreeLayerMLP
 from pruneaware import Pruner, Recipe
-from pruneaware.errors import ConfigError, StateError, UsageError
+from pruneaware.core.errors import ConfigError, StateError, UsageError
 from pruneaware.granularity import input_major
 from pruneaware.methods import gradual_magnitude, l1_sparsity, one_shot
 

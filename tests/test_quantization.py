@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 import pruneaware as pa
 from pruneaware.data import load_dataset
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.job.run import check_run, prepare_run_directory, run_job
 from pruneaware.job.spec import RunSpec, default_recipe_path
 from pruneaware.job.trainer import evaluate

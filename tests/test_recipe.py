@@ -8,7 +8,7 @@ import pytest
 
 from pruneaware import granularity as gran
 from pruneaware import schedules
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.methods import gradual_magnitude, l1_sparsity, one_shot
 from pruneaware.recipe import Recipe, TrainingLength
 from pruneaware.regularizers import L1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.recipe import Recipe, TrainingLength, read_yaml_mapping
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.schedules import Constant, Exponential, Iterative, Linear, OneShot, Polynomial, check_sparsity
 
 RAMPS = [Linear, Polynomial, Exponential]

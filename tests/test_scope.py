@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from torch import nn
 
-from pruneaware.errors import ScopeError
-from pruneaware.scope import Scope
+from pruneaware.core.errors import ScopeError
+from pruneaware.core.scope import Scope
 
 
 class Net(nn.Module):

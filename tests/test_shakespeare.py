@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pruneaware.data.shakespeare import HELDOUT_PLAYS, load_plays, speeches, to_plain_text
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 PLAY = """# A Play
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import pruneaware as pa
-from pruneaware.errors import ConfigError, UsageError
+from pruneaware.core.errors import ConfigError, UsageError
 from pruneaware.export import SparseConv, SparseLinear, to_semi_structured, to_sparse
 from pruneaware.export.sparse_kernels import FAMILIES, Kernel, block_size, candidates
 from pruneaware.granularity import NM

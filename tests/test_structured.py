@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import pruneaware as pa
-from pruneaware.errors import TraceError
+from pruneaware.core.errors import TraceError
 from pruneaware.measure import count_macs
 from pruneaware.models import build_model
 

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import pruneaware as pa
-from pruneaware.errors import TraceError
+from pruneaware.core.errors import TraceError
 
 POSITIVE = torch.rand(8, 6, generator=torch.Generator().manual_seed(0)) + 0.1
 NEGATIVE = -POSITIVE

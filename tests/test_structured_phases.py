@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import pruneaware as pa
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.measure import count_parameters
 from pruneaware.models import build_model
 from pruneaware.structured.target import forward_macs

@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import pruneaware as pa
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 INPUTS = torch.randn(8, 1, 40, generator=torch.Generator().manual_seed(0))
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import pruneaware as pa
-from pruneaware.errors import TraceError, UsageError
+from pruneaware.core.errors import TraceError, UsageError
 from pruneaware.measure import count_macs
 from pruneaware.structured import PrunableMultiheadAttention, convert_for_pruning
 from pruneaware.structured.attention import find_attention

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import pruneaware as pa
-from pruneaware.errors import TraceError
+from pruneaware.core.errors import TraceError
 from pruneaware.measure import count_macs, count_parameters
 from pruneaware.structured import build_dependency_graph
 

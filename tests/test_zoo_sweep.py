@@ -10,7 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import pruneaware as pa
-from pruneaware.errors import PruneawareError
+from pruneaware.core.errors import PruneawareError
 
 HEAVY = {"regnet_y_128gf", "vit_h_14", "vit_l_16", "vit_l_32", "regnet_y_32gf", "regnet_x_32gf", "convnext_large", "efficientnet_b7"}
 MODELS = sorted(torchvision.models.list_models(module=torchvision.models), key=lambda name: name in HEAVY)  # the largest last

@@ -4,9 +4,9 @@ from pruneaware import integrations  # lazy: Lightning and transformers load onl
 from pruneaware import llm
 from pruneaware import methods as recipes
 from pruneaware.criteria import CRITERIA, Criterion
-from pruneaware.errors import ConfigError, PruneawareError, ScopeError, StateError, UsageError
+from pruneaware.core.errors import ConfigError, PruneawareError, ScopeError, StateError, UsageError
 from pruneaware.export import export_onnx, load, save
-from pruneaware.pruner import Pruner
+from pruneaware.core.driver import Pruner
 from pruneaware.recipe import Recipe
 from pruneaware.summary import Summary
 

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import UsageError
-from pruneaware.registry import Registry
+from pruneaware.core.errors import UsageError
+from pruneaware.core.registry import Registry
 
 if TYPE_CHECKING:
     from pruneaware.probing.calibration import Calibration

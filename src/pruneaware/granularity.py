@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from pruneaware.allocation import erdos_renyi_densities
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.schedules import check_sparsity
 
 log = logging.getLogger(__name__)

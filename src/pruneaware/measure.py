@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 WEIGHTED_LAYERS = (
     nn.Linear,

@@ -20,13 +20,13 @@ from pruneaware import granularity as gran
 from pruneaware import schedules
 from pruneaware.criteria import CRITERIA, Criterion
 from pruneaware.criterion_options import check_criterion_options
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.regrow import Regrow
 from pruneaware.regularizers import L1, Regularizer
 from pruneaware.reparam import L0, SRSTE
 from pruneaware.reparam.movement import SoftMovement, TopKMovement
 from pruneaware.rewind import Rewind
-from pruneaware.scope import DEFAULT_MODULE_TYPES, Scope
+from pruneaware.core.scope import DEFAULT_MODULE_TYPES, Scope
 from pruneaware.splice import Splice
 from pruneaware.recipe_errors import config_error
 from pruneaware.recipe_bounds import (

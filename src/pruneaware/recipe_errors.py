@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pruneaware.criterion_options import OptionError
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def config_error(error: ValidationError, data: Any) -> ConfigError:

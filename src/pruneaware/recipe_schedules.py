@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypeVar, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, Strict, ValidationInfo, field_validator, model_validator
 
 from pruneaware import schedules
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.recipe_bounds import MAX_SPARSITY, Count, Exponent, Time
 
 Unit = Literal["step", "epoch", "fraction"]

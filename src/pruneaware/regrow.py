@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 @dataclass

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def check_sparsity(field: str, value: float) -> float:

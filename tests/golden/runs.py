@@ -19,7 +19,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import pruneaware as pa
-from pruneaware.masks import MaskSet
+from pruneaware.core.masks import MaskSet
 
 STEPS = 40
 STEPS_PER_EPOCH = 10

@@ -12,7 +12,7 @@ from pruneaware.compare.plot import plot_comparison
 from pruneaware.compare.runner import RESULTS_FILE, run_comparison
 from pruneaware.compare.spec import ComparisonSpec, comparison_path
 from pruneaware.compare.table import markdown_table
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 TABLE_FILE = "table.md"
 PLOT_FILE = "accuracy_vs_sparsity.png"

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from pruneaware import __version__
 from pruneaware.cli import compare_command, fetch_command, report_command, run_command
-from pruneaware.errors import PruneawareError
+from pruneaware.core.errors import PruneawareError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from pruneaware.distributed.launch import launch
 from pruneaware.distributed.timeouts import resolve_timeout
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.job.run import JobResult, check_run, load_run_spec, prepare_run_directory, run_job, write_metrics
 from pruneaware.job.spec import RunSpec, default_recipe_path
 from pruneaware.report.write import write_report

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 
 @dataclass(frozen=True)

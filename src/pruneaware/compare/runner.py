@@ -22,7 +22,7 @@ from pruneaware.compare.records import RunRecord, read_records, run_key, write_r
 from pruneaware.compare.spec import DENSE, ComparisonSpec, MethodSpec
 from pruneaware.compare.targets import method_recipe
 from pruneaware.data import DatasetSplits, load_dataset
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.job import checkpoint
 from pruneaware.job.spec import TrainSpec
 from pruneaware.job.trainer import PhaseTrainer, evaluate

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from pruneaware.compare.spec import MethodSpec
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.job.spec import default_recipe_path
 from pruneaware.recipe import Recipe, read_yaml_mapping
 

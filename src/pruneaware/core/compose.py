@@ -15,7 +15,7 @@ from typing import Any
 from pruneaware.core.context import Context
 from pruneaware.core.registry import STAGES
 from pruneaware.core.stage import Stage
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.recipe import Recipe
 from pruneaware.stages import ChannelRegularization, ChannelRemoval, MaskUpdate, Regrowth, Regularization, Rewinding, Splicing
 from pruneaware.stages.prune import keep_pruned

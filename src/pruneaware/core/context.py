@@ -12,9 +12,9 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pruneaware.distributed.ddp import rewrap_ddp
 from pruneaware.distributed.sync import RankZeroSync
-from pruneaware.errors import UsageError
-from pruneaware.masks import MaskSet
-from pruneaware.optimizer_hooks import LearningRates
+from pruneaware.core.errors import UsageError
+from pruneaware.core.masks import MaskSet
+from pruneaware.core.optimizer_hooks import LearningRates
 from pruneaware.probing.calibration import Calibration
 from pruneaware.recipe_schedules import TrainingLength
 from pruneaware.structured.graph import unwrap_model

@@ -16,9 +16,9 @@ from pruneaware.core.stage import Stage
 from pruneaware.core.state import STATE_FORMAT, load_state, save_state
 from pruneaware.distributed.fsdp import adapt_stages, mask_set_for
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
-from pruneaware.errors import UsageError
-from pruneaware.materialized import require_materialized
-from pruneaware.optimizer_hooks import LearningRates, attach_step_hooks, claim, release
+from pruneaware.core.errors import UsageError
+from pruneaware.core.materialized import require_materialized
+from pruneaware.core.optimizer_hooks import LearningRates, attach_step_hooks, claim, release
 from pruneaware.probing.calibration import Calibration, LossFn
 from pruneaware.recipe import Recipe, TrainingLength
 from pruneaware.schedules import Schedule

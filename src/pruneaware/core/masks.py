@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 if TYPE_CHECKING:
     from pruneaware.structured.surgery import ParameterRemap

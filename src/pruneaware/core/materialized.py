@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 
 
 def require_materialized(model: nn.Module, what: str = "pruning") -> None:

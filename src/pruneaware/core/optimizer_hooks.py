@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 
 
 def attach_step_hooks(optimizer: torch.optim.Optimizer, before: Callable[[], None], after: Callable[[], None]) -> list[RemovableHandle]:

@@ -7,7 +7,7 @@ from fnmatch import fnmatchcase
 
 from torch import nn
 
-from pruneaware.errors import ScopeError
+from pruneaware.core.errors import ScopeError
 
 DEFAULT_MODULE_TYPES = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 

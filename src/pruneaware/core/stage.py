@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 if TYPE_CHECKING:
     from pruneaware.core.context import Context

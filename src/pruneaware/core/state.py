@@ -8,7 +8,7 @@ from typing import Any
 from pruneaware.core.context import Context
 from pruneaware.core.legacy import upgrade_state
 from pruneaware.core.stage import Stage
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 from pruneaware.recipe import Recipe
 
 STATE_FORMAT = 2

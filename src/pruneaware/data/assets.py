@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pruneaware.data.mnist1d import default_cache_dir
-from pruneaware.errors import ConfigError, PruneawareError
+from pruneaware.core.errors import ConfigError, PruneawareError
 
 
 class AssetError(PruneawareError, FileNotFoundError):

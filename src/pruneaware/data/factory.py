@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pruneaware.data.batches import head
 from pruneaware.data.splits import DatasetSplits
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.models.imports import import_object
 
 FIELD = "train.dataset"

@@ -8,7 +8,7 @@ import numpy as np
 from torch.utils.data import Subset
 
 from pruneaware.data.splits import DatasetSplits
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet statistics, as torchvision's pretrained models expect
 VALIDATION_FOLDERS = ("val", "validation", "test")

@@ -23,7 +23,7 @@ except ImportError:  # pragma: no cover - numpy 1
 
 from pruneaware.data.assets import AssetError, asset_path
 from pruneaware.data.splits import DatasetSplits, make_splits
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

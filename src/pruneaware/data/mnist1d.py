@@ -16,7 +16,7 @@ import numpy as np
 from mnist1d.data import get_dataset_args, make_dataset
 
 from pruneaware.data.splits import DatasetSplits, make_splits
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

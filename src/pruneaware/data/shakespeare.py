@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from pruneaware.data.assets import asset_path
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 HELDOUT_PLAYS = ("hamlet", "the-tempest", "twelfth-night", "julius-caesar")
 """Whole plays kept out of training and calibration, one per genre, so held-out text shares no scene with it."""

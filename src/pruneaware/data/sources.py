@@ -13,7 +13,7 @@ from pruneaware.data.factory import load_factory_data
 from pruneaware.data.images import load_image_folder
 from pruneaware.data.splits import DatasetSplits
 from pruneaware.data.text import column, corpus_splits, encode_labels, numeric_features, read_rows, table_splits, tokenize
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.models.imports import is_reference
 
 TABLE_SUFFIXES = (".csv", ".jsonl")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from pruneaware.registry import Registry
+from pruneaware.core.registry import Registry
 
 
 @dataclass(frozen=True)

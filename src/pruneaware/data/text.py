@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from pruneaware.data.splits import DatasetSplits, make_splits
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 FIELD = "train.dataset"
 

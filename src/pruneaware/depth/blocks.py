@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError, ScopeError
+from pruneaware.core.errors import ConfigError, ScopeError
 from pruneaware.structured.surgery import ParameterRemap
 
 

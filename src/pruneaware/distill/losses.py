@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def logit_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pruneaware.depth.blocks import first_tensor, run
-from pruneaware.errors import ScopeError
+from pruneaware.core.errors import ScopeError
 
 Outputs = dict[str, Tensor]  # "logits" (when the model has them) and one entry per hidden-state layer
 

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.distributed.checkpoint import FileSystemReader
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 METADATA_MODULES = ("torch.distributed.checkpoint.metadata", "torch.distributed.checkpoint.filesystem")
 ALLOWED = {("torch", "Size"), ("torch", "device"), ("torch.serialization", "_get_layout"), ("collections", "OrderedDict")}

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 
 
 def rewrap_ddp(old: DistributedDataParallel) -> DistributedDataParallel:

@@ -17,9 +17,9 @@ from torch.distributed.tensor import DTensor, Shard
 from pruneaware.core.context import Context
 from pruneaware.core.stage import Stage
 from pruneaware.distributed.fsdp_masks import ShardedMaskSet
-from pruneaware.errors import ConfigError
-from pruneaware.masks import MaskSet
-from pruneaware.scope import Scope
+from pruneaware.core.errors import ConfigError
+from pruneaware.core.masks import MaskSet
+from pruneaware.core.scope import Scope
 from pruneaware.stages import ChannelRegularization, ChannelRemoval, MaskUpdate, Regrowth, Regularization, Rewinding, Splicing
 from pruneaware.stages.sharded_prune import ShardedMaskUpdate
 

@@ -25,7 +25,7 @@ from torch.distributed.tensor import DTensor
 from pruneaware.core.driver import Pruner
 from pruneaware.distributed.dcp_reader import SafeFileSystemReader, check_metadata
 from pruneaware.distributed.fsdp_masks import like_param
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 TENSOR = "__tensor__"
 

@@ -15,8 +15,9 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.distributed.tensor import DTensor
 
-from pruneaware.errors import StateError
-from pruneaware.masks import MaskSet
+from pruneaware.distributed.world import collective_device
+from pruneaware.core.errors import StateError
+from pruneaware.core.masks import MaskSet
 
 
 def local(tensor: Tensor) -> Tensor:
@@ -79,13 +80,14 @@ class ShardedMaskSet(MaskSet):
 
     def kept(self, name: str) -> int:
         """Weights kept in ``name`` over all ranks (a collective: every rank must call it)."""
-        count = self.masks[name].sum().reshape(1).to(torch.int64)
+        count = self.masks[name].sum().reshape(1).to(collective_device(), torch.int64)
         dist.all_reduce(count)
         return int(count)
 
     def sparsity(self) -> float:
         """Fraction of masked-out entries over all masked parameters and all ranks (one all_reduce)."""
-        kept = torch.stack([mask.sum() for mask in self.masks.values()]).sum().reshape(1).to(torch.int64) if self.masks else torch.zeros(1, dtype=torch.int64)
+        counts = [mask.sum() for mask in self.masks.values()]
+        kept = (torch.stack(counts).sum().reshape(1) if counts else torch.zeros(1)).to(collective_device(), torch.int64)
         dist.all_reduce(kept)
         total = sum(param.numel() for param in self.params.values())
         return 1.0 - int(kept) / max(total, 1)

@@ -17,7 +17,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from pruneaware.errors import ConfigError
+from pruneaware.distributed.world import collective_device
+from pruneaware.core.errors import ConfigError
 
 DIGIT_BITS = 8
 BINS = 1 << DIGIT_BITS
@@ -31,12 +32,13 @@ def order_keys(scores: Tensor) -> Tensor:
 
 def lowest_masks(local_scores: Sequence[Tensor], groups: Sequence[Sequence[int]], removals: Sequence[int], group_handle: object = None) -> list[Tensor]:
     """Keep-masks of this rank's shards: in each group (indices into ``local_scores``), the ``removals[g]`` lowest scores over all ranks are removed."""
-    keys = [order_keys(score) for score in local_scores]
+    device = collective_device(group_handle)
+    keys = [order_keys(score).to(device) for score in local_scores]
     group_of = {layer: g for g, members in enumerate(groups) for layer in members}
-    prefix = torch.zeros(len(groups), dtype=torch.int64)
-    remaining = torch.tensor([int(r) for r in removals], dtype=torch.int64)
+    prefix = torch.zeros(len(groups), dtype=torch.int64, device=device)
+    remaining = torch.tensor([int(r) for r in removals], dtype=torch.int64, device=device)
     for shift in range(32 - DIGIT_BITS, -1, -DIGIT_BITS):
-        histogram = torch.zeros(len(groups), BINS, dtype=torch.int64)
+        histogram = torch.zeros(len(groups), BINS, dtype=torch.int64, device=device)
         high = shift + DIGIT_BITS
         for layer, key in enumerate(keys):
             g = group_of[layer]
@@ -51,7 +53,7 @@ def lowest_masks(local_scores: Sequence[Tensor], groups: Sequence[Sequence[int]]
         remaining = torch.where(active, remaining - before, remaining)
         prefix = torch.where(active, prefix | (digit << shift), prefix)
     cut = prefix  # per group: the key of the last removed score; ``remaining`` of the scores equal to it go
-    ties = torch.tensor([int((key == cut[group_of[layer]]).sum()) for layer, key in enumerate(keys)], dtype=torch.int64)
+    ties = torch.tensor([int((key == cut[group_of[layer]]).sum()) for layer, key in enumerate(keys)], dtype=torch.int64, device=device)
     gathered = [torch.zeros_like(ties) for _ in range(dist.get_world_size(group_handle))]
     dist.all_gather(gathered, ties, group=group_handle)
     table = torch.stack(gathered)  # (ranks, layers)

@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from pruneaware.distributed.timeouts import peers_answer_within, resolve_timeout
-from pruneaware.errors import ConfigError, PruneawareError
+from pruneaware.core.errors import ConfigError, PruneawareError
 
 GRACE_SECONDS = 5.0
 """After one process fails, how long the others get to exit before SIGTERM, and after it before SIGKILL (a stopped process ignores SIGTERM)."""

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from pruneaware.distributed.teardown import release_at_exit
 from pruneaware.distributed.verify import assert_identical_across_ranks
-from pruneaware.distributed.world import World
-from pruneaware.errors import ConfigError
+from pruneaware.distributed.world import World, collective_device
+from pruneaware.core.errors import ConfigError
 
 T = TypeVar("T")
 SOURCE_RANK = 0
@@ -46,10 +46,10 @@ class RankZeroSync:
         names = list(masks)
         local = [masks[name] for name in names]
         if local:
-            flat = torch.cat([mask.reshape(-1).to(torch.uint8) for mask in local])
+            flat = torch.cat([mask.reshape(-1).to(torch.uint8) for mask in local]).to(collective_device(self.group))
             dist.broadcast(flat, src=self._source(), group=self.group)
             pieces = flat.split([mask.numel() for mask in local])
-            agreed = {name: piece.reshape(mask.shape).to(torch.bool) for name, piece, mask in zip(names, pieces, local)}
+            agreed = {name: piece.reshape(mask.shape).to(mask.device, torch.bool) for name, piece, mask in zip(names, pieces, local)}
         else:
             agreed = {}
         if self.verify:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 
 ENV = "PRUNEAWARE_DDP_TIMEOUT"
 DEFAULT_SECONDS = 600.0

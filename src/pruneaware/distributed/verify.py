@@ -10,7 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 
 def digest(tensor: Tensor) -> str:

@@ -9,6 +9,11 @@ import torch.distributed as dist
 from torch import Tensor
 
 
+def collective_device(group: object = None) -> torch.device:
+    """Where tensors handed to a collective of ``group`` must live: the current CUDA device under NCCL, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend(group) == "nccl" else torch.device("cpu")
+
+
 @dataclass(frozen=True)
 class World:
     """Rank and size of the default process group (rank 0 of 1 outside one), with the few collectives a run needs."""
@@ -51,7 +56,7 @@ class World:
         """``value`` summed over all ranks (itself outside a process group)."""
         if not self.distributed:
             return value
-        total = torch.tensor([value], dtype=torch.float64)
+        total = torch.tensor([value], dtype=torch.float64, device=collective_device())
         dist.all_reduce(total)
         return float(total)
 

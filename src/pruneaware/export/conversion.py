@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 from pruneaware.structured.graph import preserved_modes
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 
 
 def require(name: str) -> ModuleType:

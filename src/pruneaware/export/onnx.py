@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError, UsageError
+from pruneaware.core.errors import ConfigError, UsageError
 from pruneaware.export.dependencies import require
 from pruneaware.structured.graph import preserved_modes, unwrap_model
 

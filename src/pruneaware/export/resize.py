@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from pruneaware.depth.blocks import skip_saved_blocks
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 from pruneaware.export.spec import Attribute, ModelSpec, TensorSpec
 
 

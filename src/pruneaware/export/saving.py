@@ -11,7 +11,7 @@ from typing import Any
 
 from torch import nn
 
-from pruneaware.errors import StateError, UsageError
+from pruneaware.core.errors import StateError, UsageError
 from pruneaware.export.dependencies import require
 from pruneaware.export.resize import apply_spec
 from pruneaware.export.spec import SPEC_FILE, WEIGHTS_FILE, ModelSpec, describe

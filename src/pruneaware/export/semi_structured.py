@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 from pruneaware.export.conversion import ConversionReport, LayerDecision, weight_sparsity
 from pruneaware.measure import WEIGHTED_LAYERS
 from pruneaware.structured.graph import unwrap_model

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 LAYOUTS = ("csr", "csr-split", "coo", "bsr")
 CALLS = ("mm", "addmm", "mv")

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 from pruneaware.export.sparse_kernels import Kernel, assemble, compress, product
 
 PREFIX = "weight_"

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 
 FORMAT = "pruneaware-model"
 VERSION = 1

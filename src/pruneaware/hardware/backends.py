@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 Timer = Callable[..., float]
 """``timer(module, inputs, repeats, before=None)``: ``before()`` runs untimed ahead of each timed forward."""

@@ -14,7 +14,7 @@ from rich.progress import Progress
 from torch import Tensor, nn
 
 from pruneaware.data.mnist1d import default_cache_dir
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.backends import Backend, Timer, backend as get_backend
 from pruneaware.hardware.keys import TableKey, device_name
 from pruneaware.hardware.layers import LayerContext, capture_contexts

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def cpu_name() -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def with_latency_target(spec: Any, fraction: float, backend: str = "torch") -> Any:

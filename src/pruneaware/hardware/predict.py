@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.layers import layer_widths
 from pruneaware.hardware.table import LatencyTable
 

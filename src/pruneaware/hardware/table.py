@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.keys import TableKey
 from pruneaware.hardware.layers import LayerContext
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.build import latency_table
 from pruneaware.hardware.predict import predict_widths, widths_of
 from pruneaware.hardware.table import LatencyTable

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 
 class DeferredWeights:

@@ -14,12 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruneaware.errors import StateError, UsageError
+from pruneaware.core.errors import StateError, UsageError
 from pruneaware.integrations.deferred import DeferredWeights
 from pruneaware.integrations.recipes import resolve_recipe
 from pruneaware.integrations.training import backward_penalty, sample_batch
 from pruneaware.job import checkpoint
-from pruneaware.pruner import Pruner
+from pruneaware.core.driver import Pruner
 from pruneaware.recipe import Recipe
 
 try:

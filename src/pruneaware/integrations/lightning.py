@@ -13,12 +13,12 @@ from typing import Any
 
 import torch
 
-from pruneaware.errors import StateError, UsageError
+from pruneaware.core.errors import StateError, UsageError
 from pruneaware.integrations.deferred import DeferredWeights
 from pruneaware.integrations.recipes import resolve_recipe
 from pruneaware.integrations.training import backward_penalty, sample_batch
 from pruneaware.probing.calibration import LossFn
-from pruneaware.pruner import Pruner
+from pruneaware.core.driver import Pruner
 from pruneaware.recipe import Recipe
 
 try:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.job.spec import default_recipe_path
 from pruneaware.recipe import Recipe
 

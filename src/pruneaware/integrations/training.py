@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from pruneaware.pruner import Pruner
+from pruneaware.core.driver import Pruner
 
 
 def sample_batch(dataloader: Any, device: torch.device | None = None, size: int | None = None) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 TEMP_SUFFIX = ".tmp"
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import torch
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def select_device(name: str) -> torch.device:

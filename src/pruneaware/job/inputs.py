@@ -10,7 +10,7 @@ from torch import nn
 from pruneaware.data.batches import head
 from pruneaware.data.sources import load_data, with_targets
 from pruneaware.data.splits import DatasetSplits
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.job.device import select_device
 from pruneaware.job.spec import TrainSpec
 from pruneaware.job.task import Task, get_task

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 from pruneaware.job.device import compute_settings, select_device
 from pruneaware.job.inputs import prepare_inputs
 from pruneaware.job.results import JobResult, measure_job

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pruneaware.data.batches import head
 from pruneaware.distributed.world import World
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.job import checkpoint
 from pruneaware.job.device import compute_settings, select_device
 from pruneaware.job.inputs import JobInputs, prepare_inputs

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.quantization.spec import QuantizationSpec
 from pruneaware.recipe import Recipe, read_yaml_mapping
 from pruneaware.recipe_errors import config_error

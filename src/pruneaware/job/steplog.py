@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pruneaware import measure
-from pruneaware.pruner import Pruner
+from pruneaware.core.driver import Pruner
 
 log = logging.getLogger(__name__)
 COLUMNS = ["step", "loss", "lr", "target_sparsity", "sparsity", "parameters", "macs"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.nn import functional as F
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 TASKS = ("classification", "causal_lm", "embedding")
 

@@ -16,13 +16,13 @@ from torch.utils.data import Dataset
 
 from pruneaware.data.batches import head, take, to_device
 from pruneaware.distributed.world import World
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.job import checkpoint
 from pruneaware.job.device import autocast
 from pruneaware.job.spec import TrainSpec
 from pruneaware.job.steplog import StepLog
 from pruneaware.job.task import CLASSIFICATION, Task
-from pruneaware.pruner import Pruner
+from pruneaware.core.driver import Pruner
 from pruneaware.quantization import QATSpec, QATStage
 from pruneaware.recipe import Recipe
 

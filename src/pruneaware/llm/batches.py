@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 _EXPECTED = "an iterable of batches: token-id tensors, dicts of model inputs (input_ids, attention_mask) or (inputs, targets) pairs"
 

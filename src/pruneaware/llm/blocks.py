@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError, UsageError
+from pruneaware.core.errors import ConfigError, UsageError
 from pruneaware.llm.batches import ModelInputs
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 
 from pruneaware.criteria import CRITERIA
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.llm.batches import calibration_inputs
 from pruneaware.llm.blocks import calibration_mode
 from pruneaware.llm.statistics import collect_statistics

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from pruneaware.data.assets import asset_path
-from pruneaware.errors import PruneawareError
+from pruneaware.core.errors import PruneawareError
 
 
 def load_smollm2(path: str | Path | None = None) -> tuple[Any, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.llm.sequential import prune_blocks
 from pruneaware.llm.statistics import InputStatistics
 from pruneaware.llm.targets import SparsityTarget, parse_target

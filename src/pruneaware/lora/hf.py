@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from pruneaware.errors import StateError, UsageError
+from pruneaware.core.errors import StateError, UsageError
 from pruneaware.lora.sparse import SparseLoRA
 
 

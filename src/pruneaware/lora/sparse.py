@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError, StateError, UsageError
+from pruneaware.core.errors import ConfigError, StateError, UsageError
 
 MODES = ("product", "merge")
 MASK = "pruneaware_keep_mask"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.recipe import Recipe
 
 

@@ -10,12 +10,12 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.models.cnn1d import CNN1d
 from pruneaware.models.lenet5 import LeNet5
 from pruneaware.models.mlp import MLP
 from pruneaware.models.resnet20 import ResNet20
-from pruneaware.registry import Registry
+from pruneaware.core.registry import Registry
 
 MODELS: Registry[nn.Module] = Registry("model")
 

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 TASK_CLASSES = {"classification": "AutoModelForSequenceClassification", "causal_lm": "AutoModelForCausalLM", "embedding": "AutoModel"}
 

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 def is_reference(text: str) -> bool:

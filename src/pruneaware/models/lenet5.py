@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 MIN_SIDE = 4
 """Smallest image side for which both pooling stages still leave at least one pixel."""

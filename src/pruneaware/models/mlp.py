@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 class MLP(nn.Sequential):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 STAGE_WIDTHS = (16, 32, 64)
 BLOCKS_PER_STAGE = 3

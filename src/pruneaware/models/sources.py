@@ -7,7 +7,7 @@ from typing import Any
 
 from torch import nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.models import MODELS, build_model
 from pruneaware.models.huggingface import folder_task, is_model_folder, load_folder_model
 from pruneaware.models.imports import import_object, is_reference

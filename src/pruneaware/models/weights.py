@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 
 SHOWN = 8
 

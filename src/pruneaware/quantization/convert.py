@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import TraceError
+from pruneaware.core.errors import TraceError
 from pruneaware.measure import SizeReport
 from pruneaware.quantization import toolkit
 from pruneaware.quantization.modes import switch_flags_only

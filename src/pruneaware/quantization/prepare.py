@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError, StateError, TraceError
+from pruneaware.core.errors import ConfigError, StateError, TraceError
 from pruneaware.quantization import toolkit
 from pruneaware.quantization.modes import allow_mode_switch
 from pruneaware.structured.graph import unwrap_model

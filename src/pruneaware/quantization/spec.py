@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 
 
 class QATSpec(BaseModel):

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError, StateError
-from pruneaware.pruner import Pruner
+from pruneaware.core.errors import ConfigError, StateError
+from pruneaware.core.driver import Pruner
 from pruneaware.quantization import toolkit
 from pruneaware.quantization.convert import Int8Model, convert_int8
 from pruneaware.quantization.prepare import prepare_qat

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from collections.abc import Iterator
 
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 
 TORCHAO_PIN = "torchao==0.18.0"
 """The torchao version the QAT flow was built and measured with."""

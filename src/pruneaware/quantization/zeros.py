@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 from pruneaware.quantization.convert import Int8Model
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import StateError
+from pruneaware.core.errors import StateError
 
 
 class DenseShadow:

@@ -10,9 +10,9 @@ from torch import Tensor
 
 from pruneaware.core.context import Context
 from pruneaware.core.stage import Stage
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.recipe import Recipe
-from pruneaware.scope import last_module_of_type, modules_matching
+from pruneaware.core.scope import last_module_of_type, modules_matching
 from pruneaware.stages.prune import check_fits_training
 from pruneaware.structured.channels import ChannelPruner
 from pruneaware.structured.support import check_supported

@@ -25,7 +25,7 @@ from pruneaware.core.stage import Stage
 from pruneaware.depth.blocks import Block, find_blocks, remove_block, trace_blocks
 from pruneaware.depth.compact import compact
 from pruneaware.depth.importance import BlockGates, block_influence
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.structured.surgery import ParameterRemap
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from pruneaware.core.registry import register_stage
 from pruneaware.core.stage import Stage
 from pruneaware.distill.losses import HiddenMatch, logit_kl
 from pruneaware.distill.teacher import Capture, Teacher, check_layers, frozen_copy, logits_of
-from pruneaware.errors import ConfigError, UsageError
+from pruneaware.core.errors import ConfigError, UsageError
 from pruneaware.structured.surgery import ParameterRemap
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pruneaware.core.context import Context
 from pruneaware.core.registry import register_stage
 from pruneaware.core.stage import Stage
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.structured.gqa import llama_layers, prune_gqa
 from pruneaware.structured.surgery import ParameterRemap
 

@@ -12,7 +12,7 @@ import torch
 from pruneaware.core.context import Context
 from pruneaware.core.registry import register_stage
 from pruneaware.core.stage import Stage
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.allocate import Budgets, GroupInfo, search, sensitivity, timed_members
 from pruneaware.hardware.build import latency_table
 from pruneaware.hardware.table import LatencyTable

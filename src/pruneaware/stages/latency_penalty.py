@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from pruneaware.core.context import Context
 from pruneaware.core.registry import register_stage
 from pruneaware.core.stage import Stage
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.build import latency_table
 from pruneaware.hardware.layers import TIMED, layer_widths
 from pruneaware.hardware.table import LatencyTable

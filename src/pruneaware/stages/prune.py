@@ -12,7 +12,7 @@ from torch import Tensor
 from pruneaware.core.context import Context
 from pruneaware.core.stage import Stage
 from pruneaware.criteria import Criterion
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.granularity import Granularity
 from pruneaware.schedules import Schedule, geometric_targets
 from pruneaware.structured.surgery import ParameterRemap

@@ -7,7 +7,7 @@ from typing import Any
 
 from pruneaware.core.context import Context
 from pruneaware.core.stage import Stage
-from pruneaware.errors import UsageError
+from pruneaware.core.errors import UsageError
 from pruneaware.rewind import Rewind
 
 

@@ -21,7 +21,8 @@ from pruneaware.core.context import Context
 from pruneaware.criteria import Criterion
 from pruneaware.distributed.fsdp_masks import local
 from pruneaware.distributed.fsdp_select import sharded_element_masks
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.distributed.world import collective_device
+from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.granularity import NM, Element, Granularity
 from pruneaware.stages.prune import MaskUpdate
 
@@ -93,6 +94,7 @@ def check_finite_everywhere(ctx: Context, scores: Mapping[str, Tensor]) -> None:
     flags = torch.tensor(
         [[int(not bool(torch.isfinite(local(ctx.params[name])).all())), int(bool(torch.isnan(score).any()))] for name, score in scores.items()],
         dtype=torch.int64,
+        device=collective_device(),
     ).reshape(-1, 2)
     dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     for (name, _), (weights, nan) in zip(scores.items(), flags.tolist()):

@@ -18,7 +18,7 @@ from typing import Any
 from torch import nn
 from torch_pruning._helpers import to_plain_idxs
 
-from pruneaware.errors import TraceError
+from pruneaware.core.errors import TraceError
 from pruneaware.structured.convert import is_transposed_conv1d
 
 CONVERT_HINT = "call pruneaware.structured.convert_for_pruning(model) before building the optimizer (outputs are unchanged)"

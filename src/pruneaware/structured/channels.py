@@ -13,8 +13,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from pruneaware.errors import StateError
-from pruneaware.registry import Registry
+from pruneaware.core.errors import StateError
+from pruneaware.core.registry import Registry
 from pruneaware.schedules import Schedule
 from torch_pruning._helpers import to_plain_idxs
 

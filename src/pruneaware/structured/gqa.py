@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pruneaware.errors import ConfigError
+from pruneaware.core.errors import ConfigError
 from pruneaware.structured.surgery import AxisCut, ParameterRemap
 
 

@@ -11,7 +11,7 @@ import torch_pruning as tp
 from torch import nn
 from torch_pruning._helpers import _HybridIndex
 
-from pruneaware.errors import PruneawareError, TraceError
+from pruneaware.core.errors import PruneawareError, TraceError
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

@@ -15,7 +15,7 @@ import torch
 import torch_pruning as tp
 from torch import Tensor, nn
 
-from pruneaware.errors import StateError, UsageError
+from pruneaware.core.errors import StateError, UsageError
 from pruneaware.structured.slicing import ChannelLayout
 
 

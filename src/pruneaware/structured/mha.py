@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from pruneaware.errors import TraceError, UsageError
+from pruneaware.core.errors import TraceError, UsageError
 
 
 class PrunableMultiheadAttention(nn.Module):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pruneaware.errors import TraceError
+from pruneaware.core.errors import TraceError
 from pruneaware.structured.graph import preserved_modes
 
 FIX = (

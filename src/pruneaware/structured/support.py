@@ -19,8 +19,8 @@ import torch
 from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
-from pruneaware.errors import TraceError
-from pruneaware.materialized import require_materialized
+from pruneaware.core.errors import TraceError
+from pruneaware.core.materialized import require_materialized
 from pruneaware.structured.graph import all_parameters_tracked, preserved_modes
 from pruneaware.structured.paths import check_single_path
 

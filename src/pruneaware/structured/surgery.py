@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 from torch_pruning.pruner import function as tp_function
 
-from pruneaware.errors import TraceError, UsageError
+from pruneaware.core.errors import TraceError, UsageError
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from pruneaware.data.shakespeare import load_plays, speeches
-from pruneaware.errors import UsageError
-from pruneaware.pruner import Pruner
+from pruneaware.core.errors import UsageError
+from pruneaware.core.driver import Pruner
 from pruneaware.recipe import Recipe
 from pruneaware.text.minilm import embed, tokenize
 

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from pruneaware.data.assets import asset_path
-from pruneaware.errors import ConfigError, StateError
+from pruneaware.core.errors import ConfigError, StateError
 
 ENCODER_SCOPE = {"modules": ["Linear"], "include": ["encoder.layer.*"], "skip_last": False}
 """Recipe scope for a BERT encoder: every Linear of the transformer layers (q, k, v, attention output, FFN); embeddings and pooler stay dense."""
