@@ -48,20 +48,25 @@ def _torch_cpu(module: nn.Module, inputs: Tensor, repeats: int, before: Callable
 
 
 def _cuda(module: nn.Module, inputs: Tensor, repeats: int, before: Callable[[], None] = _nothing) -> float:
+    """Times on the GPU; a module that lives elsewhere is timed there and moved back, so measuring never moves a model for good."""
+    home = next(iter(module.parameters()), torch.empty(0)).device
     module, inputs = module.eval().cuda(), inputs.cuda()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     times = []
-    with torch.inference_mode():
-        for _ in range(3):
-            module(inputs)
-        torch.cuda.synchronize()
-        for _ in range(repeats):
-            before()
-            start.record()
-            module(inputs)
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
+    try:
+        with torch.inference_mode():
+            for _ in range(3):
+                module(inputs)
+            torch.cuda.synchronize()
+            for _ in range(repeats):
+                before()
+                start.record()
+                module(inputs)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+    finally:
+        module.to(home)
     return min(times)
 
 
