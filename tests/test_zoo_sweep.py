@@ -3,6 +3,11 @@ either removes channels and training goes on with consistent shapes, or refuses 
 
 from __future__ import annotations
 
+import json
+import os
+import time
+from collections.abc import Iterator
+
 import pytest
 import torch
 import torchvision
@@ -24,6 +29,21 @@ OPTIONS: dict[str, dict[str, object]] = {
 SIDES = {"inception_v3": 80, "vit_h_14": 56, "maxvit_t": 224}
 REFUSED = {"maxvit_t", "swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"} | {n for n in MODELS if n.startswith("shufflenet")}
 """Refused before anything is cut, as documented in docs/structured.md (window attention, channel shuffles)."""
+LOG = os.environ.get("PRUNEAWARE_ZOO_LOG")
+"""A file to append one JSON line per case to (model, stem, outcome, detail, parameters, seconds); unset, nothing is written."""
+
+
+@pytest.fixture
+def outcome(request: pytest.FixtureRequest) -> Iterator[dict[str, object]]:
+    """What the case found, appended to ``LOG`` with its time; a case that ends without setting it is logged as failed."""
+    record: dict[str, object] = {"outcome": "failed"}
+    started = time.perf_counter()
+    yield record
+    if LOG:
+        name, frozen_stem = request.node.callspec.params["name"], request.node.callspec.params["frozen_stem"]
+        record.update(model=name, stem="frozen" if frozen_stem else "trainable", seconds=round(time.perf_counter() - started, 1))
+        with open(LOG, "a") as stream:  # one short write per line: safe across xdist workers
+            stream.write(json.dumps(record) + "\n")
 
 
 def build(name: str, frozen_stem: bool) -> tuple[nn.Module, torch.Tensor]:
@@ -59,9 +79,10 @@ def norms_match_their_inputs(model: nn.Module, images: torch.Tensor) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("frozen_stem", [True, False], ids=["frozen-stem", "trainable"])
 @pytest.mark.parametrize("name", MODELS)
-def test_every_torchvision_classifier_prunes_or_is_refused_before_anything_is_cut(name: str, frozen_stem: bool) -> None:
+def test_every_torchvision_classifier_prunes_or_is_refused_before_anything_is_cut(name: str, frozen_stem: bool, outcome: dict[str, object]) -> None:
     torch.set_num_threads(1)
     model, images = build(name, frozen_stem)
+    outcome["params"] = sum(p.numel() for p in model.parameters())
     labels = torch.arange(images.shape[0]) % 4
     shapes = {n: p.shape for n, p in model.named_parameters()}
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
@@ -72,6 +93,7 @@ def test_every_torchvision_classifier_prunes_or_is_refused_before_anything_is_cu
     except PruneawareError as error:
         assert name in REFUSED, f"{name} refused: {error}"
         assert {n: p.shape for n, p in model.named_parameters()} == shapes, "refused, but channels were already cut"
+        outcome.update(outcome="refused", detail=f"{type(error).__name__}: {str(error).splitlines()[0][:160]}")
         return
     assert name not in REFUSED, f"{name} is listed as refused in docs/structured.md but prunes"
     for _ in range(3):  # the removal happens in the second step; the third runs forward and backward on the slim model
@@ -84,3 +106,4 @@ def test_every_torchvision_classifier_prunes_or_is_refused_before_anything_is_cu
     stem = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     assert stem.weight.requires_grad is not frozen_stem
     norms_match_their_inputs(model, images)
+    outcome.update(outcome="pruned", detail=f"parameters {sum(p.numel() for p in model.parameters()) / outcome['params']:.3f}x")  # type: ignore[operator]
