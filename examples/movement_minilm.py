@@ -50,8 +50,9 @@ METHODS = {
     "topk": "top-k movement, learned scores + distillation",
     "soft": "soft movement + distillation",
     "random": "random ranking + distillation (control)",
+    "taylor": "Taylor, unsigned (abs of the summed W * dL/dW since the last update) + distillation",
 }
-TRAINED = ("dense", "gmp", "movement", "topk", "soft", "random")
+TRAINED = ("dense", "gmp", "movement", "topk", "soft", "random", "taylor")
 CALIBRATED = ("wanda", "sparsegpt")
 NM_METHODS = ("one_shot", "wanda", "sparsegpt")
 
@@ -63,7 +64,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--soft-strengths", type=float, nargs="+", default=[25.0, 45.0, 85.0], help="soft movement regularizer strength, one per sparsity (the defaults land near 50, 70 and 90%%)")
     parser.add_argument("--soft-lr", type=float, default=0.05, help="learning rate of soft movement's scores (Adam)")
     parser.add_argument("--topk-lr", type=float, default=0.01, help="learning rate of top-k movement's scores (Adam)")
-    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=[m for m in METHODS if m != "dense"])
+    parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=[m for m in METHODS if m not in ("dense", "taylor")])
     parser.add_argument("--nm", action="store_true", help="also one-shot 2:4 (magnitude, Wanda, SparseGPT)")
     parser.add_argument("--calibration", type=int, default=128, help="training passages Wanda and SparseGPT read")
     parser.add_argument("--allocation", choices=["layer", "global"], default="layer", help="top-k per layer (the paper's) or over all layers")
@@ -93,9 +94,9 @@ def recipe_for(method: str, sparsity: float | str, strength: float, args: argpar
         granularity = sparsity if isinstance(sparsity, str) else {"type": "element", "scope": args.allocation}
         schedule = {"type": "one_shot", "sparsity": parse_target(sparsity).sparsity, "at": 0, "unit": "step"}
         recipe = {"name": "one-shot", "pruning": {"schedule": schedule, "granularity": granularity}}
-    elif method in ("gmp", "random"):
+    elif method in ("gmp", "random", "taylor"):
         recipe = gradual_magnitude(sparsity, allocation=args.allocation, **ramp).to_dict()
-        recipe["pruning"]["criterion"] = "magnitude" if method == "gmp" else "random"  # the same ramp, ranked by chance
+        recipe["pruning"]["criterion"] = {"gmp": "magnitude", "random": "random", "taylor": "taylor"}[method]  # the same ramp, another ranking
     elif method == "movement":
         recipe = movement_pruning(sparsity, allocation=args.allocation, **ramp).to_dict()
     elif method == "topk":
