@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 import pruneaware as pa
 from pruneaware.models import build_model
-from pruneaware.structured.importance import normalized
+from pruneaware.criteria.channel import normalized
 from pruneaware.structured.regularizers import GroupLasso, adaptive_weights, safe_norm
 
 torch.set_num_threads(1)

@@ -17,13 +17,16 @@ from types import ModuleType
 REMOVAL = "0.3"
 
 MOVED: dict[str, str] = {
+    "pruneaware.criterion_options": "pruneaware.criteria.options",
     "pruneaware.errors": "pruneaware.core.errors",
+    "pruneaware.llm.criterion": "pruneaware.criteria.wanda",
     "pruneaware.masks": "pruneaware.core.masks",
     "pruneaware.materialized": "pruneaware.core.materialized",
     "pruneaware.optimizer_hooks": "pruneaware.core.optimizer_hooks",
     "pruneaware.pruner": "pruneaware.core.driver",
     "pruneaware.registry": "pruneaware.core.registry",
     "pruneaware.scope": "pruneaware.core.scope",
+    "pruneaware.structured.importance": "pruneaware.criteria.channel",
 }
 """Old dotted path -> new dotted path; a moved package's submodules follow it (``old.sub`` -> ``new.sub``)."""
 

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 from pruneaware import granularity as gran
 from pruneaware import schedules
 from pruneaware.criteria import CRITERIA, Criterion
-from pruneaware.criterion_options import check_criterion_options
+from pruneaware.criteria.options import check_criterion_options
 from pruneaware.core.errors import ConfigError
 from pruneaware.regrow import Regrow
 from pruneaware.regularizers import L1, Regularizer

@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pruneaware.criterion_options import OptionError
+from pruneaware.criteria.options import OptionError
 from pruneaware.core.errors import ConfigError
 
 

@@ -118,8 +118,8 @@ class StructuredSpec(_Spec):
     @field_validator("importance")
     @classmethod
     def _known_importance(cls, name: str) -> str:
-        from pruneaware.structured.channels import GROUP_IMPORTANCE
+        from pruneaware.criteria.channel import CHANNEL_CRITERIA
 
-        if name not in GROUP_IMPORTANCE:
-            raise ValueError(f"one of {GROUP_IMPORTANCE.names()}")
+        if name not in CHANNEL_CRITERIA:
+            raise ValueError(f"one of {CHANNEL_CRITERIA.names()}")
         return name

@@ -2,10 +2,9 @@
 
 ``wanda_prune`` and ``sparsegpt_prune`` prune the Linears of a transformer's blocks in place,
 block by block, and return keep-masks; a ``Pruner`` with ``sparse_finetune`` continues from the
-pruned model with those masks held. Importing this package registers the ``wanda`` criterion.
+pruned model with those masks held. The ``wanda`` criterion for any recipe is ``pruneaware.criteria.wanda``.
 """
 
-from pruneaware.llm import criterion as _criterion  # noqa: F401  (registers "wanda")
 from pruneaware.llm.perplexity import perplexity, random_windows, spaced_windows
 from pruneaware.llm.recipes import sparse_finetune
 from pruneaware.llm.smollm import encode, load_smollm2

@@ -14,13 +14,12 @@ import torch_pruning as tp
 from torch import nn
 
 from pruneaware.core.errors import StateError
-from pruneaware.core.registry import Registry
+from pruneaware.criteria.channel import CHANNEL_CRITERIA, GradientImportance
 from pruneaware.schedules import Schedule
 from torch_pruning._helpers import to_plain_idxs
 
 from pruneaware.structured.attention import AttentionHeads
 from pruneaware.structured.graph import build_dependency_graph, editing, patch_ranker, tracing, unwrap_model
-from pruneaware.structured.importance import FisherImportance, GradientImportance, TaylorImportance
 from pruneaware.structured.soft import group_keep_masks, zero_removed_
 from pruneaware.structured.surgery import ParameterRemap, chain, prune_group_tracked
 from pruneaware.structured.target import ResourceTarget
@@ -32,15 +31,6 @@ log = logging.getLogger(__name__)
 
 OFFSET_OPS = {tp.ops.OPTYPE.CONCAT, tp.ops.OPTYPE.SPLIT, tp.ops.OPTYPE.UNBIND, tp.ops.OPTYPE.SLICE, tp.ops.OPTYPE.EXPAND}
 """Operations after which a group's indices are offsets into a shared tensor: removing one group shifts the others'."""
-
-GROUP_IMPORTANCE: Registry[Any] = Registry("structured.importance")
-GROUP_IMPORTANCE.register("l1")(lambda: tp.importance.GroupMagnitudeImportance(p=1))
-GROUP_IMPORTANCE.register("l2")(lambda: tp.importance.GroupMagnitudeImportance(p=2))
-GROUP_IMPORTANCE.register("bn_scale")(lambda: tp.importance.BNScaleImportance())
-GROUP_IMPORTANCE.register("taylor")(TaylorImportance)
-GROUP_IMPORTANCE.register("fisher")(FisherImportance)
-GROUP_IMPORTANCE.register("hessian")(FisherImportance)  # the Fisher diagonal estimates the Hessian's
-GROUP_IMPORTANCE.register("random")(lambda: tp.importance.RandomImportance())
 
 
 class ChannelPruner:
@@ -89,7 +79,7 @@ class ChannelPruner:
             self.ranker = tp.pruner.BasePruner(
                 self.model,
                 example_inputs,
-                importance=GROUP_IMPORTANCE.build(importance),
+                importance=CHANNEL_CRITERIA.build(importance),
                 global_pruning=allocation == "global",
                 pruning_ratio=schedule.final,
                 iterative_steps=len(updates),

@@ -1,6 +1,7 @@
-"""Group importance from gradients observed during training: first-order Taylor and the Fisher diagonal.
+"""Channel criteria: how much each coupled channel group matters, by name in ``CHANNEL_CRITERIA`` (magnitude, BN scale, Taylor, Fisher, random).
 
-Gradients exist before the optimizer step, not after it, where channels are removed; so these
+The gradient ones (first-order Taylor and the Fisher diagonal) observe training:
+gradients exist before the optimizer step, not after it, where channels are removed; so these
 criteria accumulate a statistic of (weight, gradient) at every pre-step hook over the steps since
 the last ranking or removal, and score from it when the ranking asks. The window restarts after
 each ranking or removal (``reset``), so statistics never refer to replaced parameters.
@@ -16,6 +17,7 @@ import torch_pruning as tp
 from torch import Tensor, nn
 
 from pruneaware.core.errors import StateError, UsageError
+from pruneaware.core.registry import Registry
 from pruneaware.structured.slicing import ChannelLayout
 
 
@@ -131,3 +133,14 @@ class FisherImportance(GradientImportance):
 
     def element_scores(self, param: Tensor, mean: Tensor) -> Tensor:
         return 0.5 * mean * param.square()
+
+
+CHANNEL_CRITERIA: Registry[Any] = Registry("structured.importance")
+"""Channel (group) criteria by name, for ``structured.importance``: each factory builds a Torch-Pruning importance."""
+CHANNEL_CRITERIA.register("l1")(lambda: tp.importance.GroupMagnitudeImportance(p=1))
+CHANNEL_CRITERIA.register("l2")(lambda: tp.importance.GroupMagnitudeImportance(p=2))
+CHANNEL_CRITERIA.register("bn_scale")(lambda: tp.importance.BNScaleImportance())
+CHANNEL_CRITERIA.register("taylor")(TaylorImportance)
+CHANNEL_CRITERIA.register("fisher")(FisherImportance)
+CHANNEL_CRITERIA.register("hessian")(FisherImportance)  # the Fisher diagonal estimates the Hessian's
+CHANNEL_CRITERIA.register("random")(lambda: tp.importance.RandomImportance())
