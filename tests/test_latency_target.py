@@ -74,6 +74,7 @@ def test_run_latency_target_flag_sets_the_structured_target():
 
     spec = with_latency_target(RunSpec.from_yaml(default_recipe_path("structured")), 0.5)
     assert spec.recipe.structured.target.latency == 0.5 and spec.recipe.structured.target.backend == "torch"
+    assert spec.recipe.structured.schedule.final == spec.recipe.structured.max_layer_ratio  # the target decides where removal stops
     with pytest.raises(ConfigError, match="structured"):
         with_latency_target(RunSpec.from_yaml(default_recipe_path("default")), 0.5)
     with pytest.raises(ConfigError, match="between 0 and 1"):

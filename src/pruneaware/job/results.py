@@ -13,6 +13,7 @@ from torch import nn
 from pruneaware import measure
 from pruneaware.data.batches import head
 from pruneaware.job.inputs import JobInputs
+from pruneaware.job.latency import LatencyCheck, check_latency_target, latency_target_of
 from pruneaware.job.spec import RunSpec
 from pruneaware.job.trainer import EpochRecord, PhaseTrainer, evaluate
 from pruneaware.quantization import Int8Model, int8_as_float
@@ -50,6 +51,8 @@ class JobResult:
     total_steps: int
     device: str = "cpu"
     metric: str = "accuracy"
+    latency_target: LatencyCheck | None = None
+    """With a latency target: its budget, and predicted next to measured latency on its backend."""
 
     @property
     def complete(self) -> bool:
@@ -84,9 +87,11 @@ def measure_job(spec: RunSpec, directory: Path, inputs: JobInputs, trainers: dic
     }
     if int8 is not None:
         results["int8"] = _int8_result(int8, last, spec, inputs, {batch: latency[batch]["int8"] for batch in latency_batches})
+    target = latency_target_of(last.pruner) if "pruned" in trainers else None
+    checked = check_latency_target(target, {p: models[p] for p in ("dense", "pruned") if p in models}, example) if target else None
     return JobResult(
         spec=spec, directory=directory, phases=results, schedule=last.pruner.target_schedule() if last.pruner else None,
-        total_steps=last.total_steps, device=inputs.device.type, metric=inputs.task.metric,
+        total_steps=last.total_steps, device=inputs.device.type, metric=inputs.task.metric, latency_target=checked,
     )
 
 
@@ -113,6 +118,8 @@ def write_metrics(result: JobResult) -> None:
         }
         for name, phase in result.phases.items()
     }
+    if result.latency_target is not None:
+        headline["latency_target"] = result.latency_target.to_dict()
     (result.directory / "summary.json").write_text(json.dumps(headline, indent=2))
 
 

@@ -7,7 +7,7 @@ import platform
 import torch
 
 from pruneaware.job.results import JobResult, last_phase
-from pruneaware.report.table import accuracy_change, comparison_rows, quantization_change
+from pruneaware.report.table import accuracy_change, comparison_rows, latency_target_rows, quantization_change
 
 
 def render_markdown(result: JobResult) -> str:
@@ -39,6 +39,7 @@ def render_markdown(result: JobResult) -> str:
             "float biases). The pruned column holds the same weights in fp32.",
             "",
         ]
+    lines += _latency_target(result)
     lines += [
         "Sparsity is counted from the weights. Unstructured zeros do not make dense kernels faster: ",
         "the effective MACs are what a sparse kernel would need, and the latency rows are measured with dense kernels.",
@@ -69,6 +70,22 @@ def render_markdown(result: JobResult) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _latency_target(result: JobResult) -> list[str]:
+    found = latency_target_rows(result)
+    if found is None:
+        return []
+    caption, header, rows = found
+    return [
+        f"{caption}. Each model is measured on the target's backend and settings, the fastest of interleaved forwards "
+        "(the latency table's estimator).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+    ]
 
 
 def _interrupted(result: JobResult) -> list[str]:

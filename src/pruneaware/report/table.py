@@ -64,3 +64,23 @@ def quantization_change(result: JobResult) -> float | None:
     if "int8" not in phases or result.metric != "accuracy":
         return None
     return 100 * (phases["int8"].accuracy - phases["pruned"].accuracy)
+
+
+def latency_target_rows(result: JobResult) -> tuple[str, list[str], list[list[str]]] | None:
+    """With a latency target: a caption, header and one row per phase with predicted and measured latency (None without)."""
+    check = result.latency_target
+    if check is None:
+        return None
+    caption = (
+        f"Latency target: {check.budget_ms:.3f} ms ({check.budget_ms / check.dense_predicted_ms:.2f} of the dense model's predicted "
+        f"{check.dense_predicted_ms:.3f} ms) on {check.backend}, batch {check.batch}, {check.threads} thread(s): "
+        + ("met, channel removal stopped once the predicted latency reached it" if check.met else
+           "not met: the schedule ended first (raise structured.schedule.final, at most max_layer_ratio)")
+    )
+    header = ["phase", "predicted", "measured (fastest)", "prediction error", "measured / budget"]
+    rows = [
+        [phase, f"{predicted:.3f} ms", f"{check.measured_ms[phase]:.3f} ms", f"{100 * (predicted / check.measured_ms[phase] - 1):+.1f}%",
+         f"{check.measured_ms[phase] / check.budget_ms:.2f}"]
+        for phase, predicted in check.predicted_ms.items()
+    ]
+    return caption, header, rows

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pruneaware.job.results import JobResult
-from pruneaware.report.table import accuracy_change, comparison_rows, quantization_change
+from pruneaware.report.table import accuracy_change, comparison_rows, latency_target_rows, quantization_change
 
 
 def print_report(result: JobResult, console: Console) -> None:
@@ -23,4 +23,10 @@ def print_report(result: JobResult, console: Console) -> None:
     change = quantization_change(result)
     if change is not None:
         console.print(f"accuracy change from int8 conversion after QAT: {change:+.2f} points")
+    found = latency_target_rows(result)
+    if found is not None:
+        caption, header, rows = found
+        console.print(caption)
+        for row in rows:
+            console.print("  " + ", ".join(f"{name} {value}" for name, value in zip(header[1:], row[1:])) + f" ({row[0]})")
     console.print(f"report: {result.directory / 'report.md'}")
