@@ -12,7 +12,7 @@ from torch import nn
 
 from tests.helpers import ThreeLayerMLP, random_batches
 from pruneaware import Pruner, Recipe
-from pruneaware.allocation import erdos_renyi_densities
+from pruneaware.granularity.allocation import erdos_renyi_densities
 from pruneaware.core.errors import ConfigError
 from pruneaware.granularity import Block, Element
 from pruneaware.methods import rigl

@@ -14,7 +14,7 @@ from pruneaware.core.errors import ConfigError, PruneawareError, ScopeError, Sta
 from pruneaware.criteria import CRITERIA, Criterion
 from pruneaware.export import export_onnx, load, save
 from pruneaware.recipe import Recipe
-from pruneaware.summary import Summary
+from pruneaware.measure.sparsity import Summary
 
 __version__ = "0.1.0"
 

@@ -17,6 +17,7 @@ from types import ModuleType
 REMOVAL = "0.3"
 
 MOVED: dict[str, str] = {
+    "pruneaware.allocation": "pruneaware.granularity.allocation",
     "pruneaware.criterion_options": "pruneaware.criteria.options",
     "pruneaware.errors": "pruneaware.core.errors",
     "pruneaware.llm.criterion": "pruneaware.criteria.wanda",
@@ -27,6 +28,7 @@ MOVED: dict[str, str] = {
     "pruneaware.registry": "pruneaware.core.registry",
     "pruneaware.scope": "pruneaware.core.scope",
     "pruneaware.structured.importance": "pruneaware.criteria.channel",
+    "pruneaware.summary": "pruneaware.measure.sparsity",
 }
 """Old dotted path -> new dotted path; a moved package's submodules follow it (``old.sub`` -> ``new.sub``)."""
 

@@ -28,7 +28,7 @@ from pruneaware.job.spec import TrainSpec
 from pruneaware.job.trainer import PhaseTrainer, evaluate
 from pruneaware.models import build_model
 from pruneaware.recipe import Recipe, ScopeSpec
-from pruneaware.summary import summarize
+from pruneaware.measure.sparsity import summarize
 
 SPEC_FILE = "comparison.yaml"
 RESULTS_FILE = "runs.csv"

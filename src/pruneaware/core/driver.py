@@ -23,7 +23,7 @@ from pruneaware.probing.calibration import Calibration, LossFn
 from pruneaware.recipe import Recipe, TrainingLength
 from pruneaware.schedules import Schedule
 from pruneaware.structured.surgery import ParameterRemap
-from pruneaware.summary import Summary, summarize
+from pruneaware.measure.sparsity import Summary, summarize
 
 __all__ = ["STATE_FORMAT", "Pruner"]
 

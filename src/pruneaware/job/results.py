@@ -18,7 +18,7 @@ from pruneaware.job.spec import RunSpec
 from pruneaware.job.trainer import EpochRecord, PhaseTrainer, evaluate
 from pruneaware.quantization import Int8Model, int8_as_float
 from pruneaware.schedules import Schedule
-from pruneaware.summary import Summary, summarize
+from pruneaware.measure.sparsity import Summary, summarize
 
 
 @dataclass(frozen=True)

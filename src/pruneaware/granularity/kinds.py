@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from pruneaware.allocation import erdos_renyi_densities
+from pruneaware.granularity.allocation import erdos_renyi_densities
 from pruneaware.core.errors import ConfigError
 from pruneaware.schedules import check_sparsity
 
