@@ -6,6 +6,10 @@ global ranking) print the predicted latency, the measured one (fastest of ``--re
 estimator the table uses, and the median of interleaved rounds), and the prediction error.
 
     python bench/latency_prediction.py [--models resnet18 resnet50 mobilenet_v2 vit_b_16] [--batch 1 8] [--threads 1]
+        [--backend torch|onnxruntime|cuda]
+
+With ``--backend cuda`` layers and models are timed on the GPU with CUDA events (the median column, measured
+with torch eager on the CPU, is left out); the models are built and pruned on the CPU and copied to the GPU to time.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from torch import nn
 import pruneaware as pa
 from pruneaware.hardware import build_table, predict_latency
 from pruneaware.hardware.backends import backend
-from pruneaware.hardware.keys import cpu_name
+from pruneaware.hardware.keys import device_name
 from pruneaware.measure import compare_latency
 from pruneaware.structured.target import forward_macs
 
@@ -55,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    print(f"torch {torch.__version__}, {cpu_name()}, backend {args.backend}, {args.threads} threads, image {args.image}, "
+    print(f"{backend(args.backend).versions()}, {device_name(args.backend)}, backend {args.backend}, {args.threads} threads, image {args.image}, "
           f"round_to {args.round_to}, load average at start {os.getloadavg()[0]:.1f}")
     print("| model | batch | shape | MACs ratio | predicted ms | measured ms (fastest) | error | measured ms (median) | error |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -72,7 +76,7 @@ def main() -> None:
             medians = compare_latency(models, inputs, warmup=2, repeats=args.repeats, threads=args.threads) if args.backend == "torch" else {}
             for label, model in models.items():
                 predicted = predict_latency(model, table)
-                fastest = timer(model, inputs, args.repeats)
+                fastest = timer(copy.deepcopy(model), inputs, args.repeats)  # a copy: the CUDA timer moves what it times
                 median = medians[label].median_ms if label in medians else float("nan")
                 print(f"| {name} | {batch} | {label} | {macs['dense'] / macs[label]:.2f}x | {predicted:.1f} | {fastest:.1f} | "
                       f"{100 * (predicted / fastest - 1):+.1f}% | {median:.1f} | {100 * (predicted / median - 1):+.1f}% |", flush=True)

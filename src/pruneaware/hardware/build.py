@@ -59,8 +59,8 @@ class Evictor:
     """Reads a buffer as large as the model's weights before each timed call, so the layer reads its weights from
     memory as it does inside the model, whose other layers evict them from cache (for a small model: nothing much)."""
 
-    def __init__(self, working_set: int, most: int = 256 * 2**20):
-        self.buffer = torch.ones(max(min(working_set, most) // 4, 1))
+    def __init__(self, working_set: int, most: int = 256 * 2**20, device: str = "cpu"):
+        self.buffer = torch.ones(max(min(working_set, most) // 4, 1), device=device)
 
     def __call__(self) -> None:
         self.buffer.sum()
@@ -93,7 +93,8 @@ def build_table(
     contexts, per_channel = capture_contexts(model, inputs)
     distinct = {c.signature(): c for c in contexts.values()}
     sweeps: dict[str, Sweep] = {}
-    evict = Evictor(sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]))
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    evict = Evictor(weights, device="cuda" if backend == "cuda" else "cpu")  # the cache of the device that runs the layers
     with _threads(key.threads), Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"latency table ({backend}, batch {batch})", total=len(distinct) + 1)
         for signature, context in distinct.items():
