@@ -1,6 +1,6 @@
 """SmolLM2-135M pruned to about half its parameters (width + depth) and distilled, against the Minitron baselines.
 
-Each ``--variant`` is one invocation that writes one JSON row to ``--out``:
+Each ``--variant`` writes one JSON row to ``--out`` (on a shared CPU, run one per invocation so a lock is released between them):
 
 - ``dense``: the pretrained model, evaluated only (the teacher of the ``*_kd`` variants);
 - ``width_depth_kd``: ``gqa_width`` (2 of 3 query heads per KV group, 768 of 1536 MLP neurons) and
@@ -28,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
+import copy  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
@@ -131,32 +132,33 @@ def train(model: nn.Module, windows: torch.Tensor, evaluation: torch.Tensor, arg
     return {"perplexity_after_cut": start_perplexity, "train_seconds": seconds, "teacher_seconds": teacher, "steps": len(batches), "final_task_loss": statistics.fmean(losses[-max(len(losses) // 10, 1):])}
 
 
-def run_variant(args: argparse.Namespace) -> dict[str, Any]:
-    """Load, prune, train and evaluate one variant; the row it returns is what ``--table`` reads."""
-    started = time.perf_counter()
-    device = args.device
+def load(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """The dense model (on ``--device``), the held-out evaluation windows and the training token stream."""
     model, tokenizer = pa.llm.load_smollm2(args.asset)
-    heldout = pa.llm.encode(tokenizer, load_plays("heldout"))
-    evaluation = pa.llm.spaced_windows(heldout, args.seq, args.eval_windows).to(device)
-    shape_name = VARIANTS[args.variant]
-    shape = SHAPES[shape_name] if shape_name else None
-    row: dict[str, Any] = {"variant": args.variant, "shape": shape, "dense_params": sum(p.numel() for p in model.parameters())}
-    model.to(device)
+    evaluation = pa.llm.spaced_windows(pa.llm.encode(tokenizer, load_plays("heldout")), args.seq, args.eval_windows).to(args.device)
+    return model.to(args.device), evaluation, pa.llm.encode(tokenizer, load_plays("train"))
+
+
+def run_variant(args: argparse.Namespace, variant: str, dense: nn.Module, evaluation: torch.Tensor, train_tokens: torch.Tensor) -> dict[str, Any]:
+    """Prune a copy of ``dense`` (or build the from-scratch model), train and evaluate it; the row it returns is what ``--table`` reads."""
+    started = time.perf_counter()
+    shape = SHAPES[VARIANTS[variant]] if VARIANTS[variant] else None
+    row: dict[str, Any] = {"variant": variant, "shape": shape, "dense_params": sum(p.numel() for p in dense.parameters())}
     if shape is None:
-        row.update(tokens=0, perplexity=pa.llm.perplexity(model, evaluation), params=row["dense_params"], config=architecture(model.config), hf_config=model.config.to_dict())
+        row.update(tokens=0, perplexity=pa.llm.perplexity(dense, evaluation), params=row["dense_params"], config=architecture(dense.config), hf_config=dense.config.to_dict())
         return {**row, "wall_seconds": time.perf_counter() - started}
-    tokens = args.tokens * (args.scratch_factor if args.variant == "scratch" else 1)
+    tokens = args.tokens * (args.scratch_factor if variant == "scratch" else 1)
     steps = max(tokens // (args.batch * args.seq), 1)
-    windows = pa.llm.random_windows(pa.llm.encode(tokenizer, load_plays("train")), args.seq, steps * args.batch, seed=args.seed)
+    windows = pa.llm.random_windows(train_tokens, args.seq, steps * args.batch, seed=args.seed)
     torch.manual_seed(args.seed)
-    if args.variant == "scratch":
+    if variant == "scratch":
         from transformers import LlamaForCausalLM
 
-        model = LlamaForCausalLM(shaped_config(model.config, shape)).to(device)
+        model = LlamaForCausalLM(shaped_config(dense.config, shape)).to(args.device)
         stats = train(model, windows, evaluation, args, None, False, args.lr_scratch)
     else:
-        distill = args.variant.endswith("_kd")
-        stats = train(model, windows, evaluation, args, shape, distill, args.lr)
+        model = copy.deepcopy(dense)
+        stats = train(model, windows, evaluation, args, shape, variant.endswith("_kd"), args.lr)
     row.update(stats, tokens=steps * args.batch * args.seq, params=sum(p.numel() for p in model.parameters()), config=architecture(model.config))
     row.update(perplexity=pa.llm.perplexity(model, evaluation), hf_config=model.config.to_dict())
     return {**row, "wall_seconds": time.perf_counter() - started}
@@ -193,20 +195,21 @@ def table(args: argparse.Namespace) -> str:
     rows = {row["variant"]: row for row in map(json.loads, args.out.read_text().splitlines())}  # the last row of a variant wins
     seconds = latencies({name: row["hf_config"] for name, row in rows.items()}, args)
     dense = seconds.get("dense")
-    lines = ["| variant | layers / heads / KV / MLP | parameters | tokens | held-out perplexity | wall time (s) | decode ms/token (x dense) |", "|---|---|---|---|---|---|---|"]
+    lines = ["| variant | layers / heads / KV / MLP | parameters | tokens | perplexity after the cut | held-out perplexity | training wall time (s) | decode ms/token (x dense) |", "|---|---|---|---|---|---|---|---|"]
     for name in VARIANTS:
         if name not in rows:
             continue
         row, c = rows[name], rows[name]["config"]
         latency = f"{1000 * seconds[name]:.1f} ({seconds[name] / dense:.2f}x)" if dense and name in seconds else "-"
+        cut = f"{row['perplexity_after_cut']:.0f}" if row.get("perplexity_after_cut") else "-"
         shape = f"{c['num_hidden_layers']} / {c['num_attention_heads']} / {c['num_key_value_heads']} / {c['intermediate_size']}"
-        lines.append(f"| {name} | {shape} | {row['params']:,} ({row['params'] / row['dense_params']:.1%}) | {row['tokens']:,} | {row['perplexity']:.2f} | {row['wall_seconds']:.0f} | {latency} |")
+        lines.append(f"| {name} | {shape} | {row['params']:,} ({row['params'] / row['dense_params']:.1%}) | {row['tokens']:,} | {cut} | {row['perplexity']:.2f} | {row.get('train_seconds', 0):.0f} | {latency} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", choices=list(VARIANTS))
+    parser.add_argument("--variant", nargs="+", choices=list(VARIANTS), help="one or more variants, run one after another in this process")
     parser.add_argument("--table", action="store_true", help="assemble the rows in --out and measure decode latency side by side")
     parser.add_argument("--tokens", type=int, default=4096, help="N: training tokens of every pruned variant (scratch gets --scratch-factor x N)")
     parser.add_argument("--scratch-factor", type=int, default=10)
@@ -230,14 +233,20 @@ def main() -> None:
     if args.table:
         print(table(args))
         return
-    if args.variant is None:
-        parser.error("one of --variant NAME or --table")
-    row = run_variant(args)
-    row.update(args={k: str(v) for k, v in vars(args).items()}, machine={"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "load": os.getloadavg()})
-    print(json.dumps(row), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with args.out.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    if not args.variant:
+        parser.error("one of --variant NAME [NAME ...] or --table")
+    started = time.perf_counter()
+    dense, evaluation, train_tokens = load(args)
+    load_seconds = time.perf_counter() - started
+    gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
+    for variant in args.variant:
+        row = run_variant(args, variant, dense, evaluation, train_tokens)
+        machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "load": os.getloadavg(), "gpu": gpu}
+        row.update(load_seconds=load_seconds, args={k: str(v) for k, v in vars(args).items()}, machine=machine)
+        print(json.dumps(row), flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with args.out.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -68,11 +68,24 @@ def test_table_measures_each_saved_architecture(bench, tmp_path):
     dense = _llama()
     small = bench.shaped_config(dense.config, SHAPE)
     rows = [
-        {"variant": "dense", "config": bench.architecture(dense.config), "hf_config": dense.config.to_dict(), "params": 100, "dense_params": 100, "tokens": 0, "perplexity": 10.0, "wall_seconds": 1.0},
-        {"variant": "scratch", "config": bench.architecture(small), "hf_config": small.to_dict(), "params": 50, "dense_params": 100, "tokens": 40, "perplexity": 30.0, "wall_seconds": 2.0},
+        {"variant": "dense", "config": bench.architecture(dense.config), "hf_config": dense.config.to_dict(), "params": 100, "dense_params": 100, "tokens": 0, "perplexity": 10.0},
+        {"variant": "scratch", "config": bench.architecture(small), "hf_config": small.to_dict(), "params": 50, "dense_params": 100, "tokens": 40, "perplexity": 30.0, "train_seconds": 2.0},
     ]
     out = tmp_path / "rows.jsonl"
     out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     lines = bench.table(_args(out=out)).splitlines()
     assert len(lines) == 4 and "| dense | 5 / 4 / 2 / 48 | 100 (100.0%) |" in lines[2] and "(1.00x)" in lines[2]
-    assert lines[3].startswith("| scratch | 3 / 2 / 2 / 24 | 50 (50.0%) | 40 | 30.00 |")
+    assert lines[3].startswith("| scratch | 3 / 2 / 2 / 24 | 50 (50.0%) | 40 | - | 30.00 | 2 |")
+
+
+def test_variants_share_the_dense_model_and_scratch_gets_the_pruned_architecture(bench, monkeypatch):
+    monkeypatch.setattr(bench, "SHAPES", {"width_depth": SHAPE, "depth": {"remove": 2}, "width": {"queries_per_group": 1, "intermediate": 8}})
+    dense, windows = _llama(), torch.randint(0, 60, (4, 16))
+    state = {k: v.clone() for k, v in dense.state_dict().items()}
+    args = _args(tokens=32, scratch_factor=3, lr=1e-2, lr_scratch=1e-2, seed=0)
+    rows = {v: bench.run_variant(args, v, dense, windows, torch.randint(0, 60, (500,))) for v in ("dense", "width_depth_kd", "scratch", "depth_kd")}
+    assert all(torch.equal(v, dense.state_dict()[k]) for k, v in state.items())  # every variant pruned a copy
+    assert rows["scratch"]["params"] == rows["width_depth_kd"]["params"] < rows["dense"]["params"]
+    assert rows["scratch"]["config"] == rows["width_depth_kd"]["config"]
+    assert (rows["width_depth_kd"]["tokens"], rows["scratch"]["tokens"]) == (32, 96)
+    assert rows["depth_kd"]["config"]["num_hidden_layers"] == 3 and rows["dense"]["tokens"] == 0
