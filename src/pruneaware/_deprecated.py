@@ -25,10 +25,15 @@ MOVED: dict[str, str] = {
     "pruneaware.materialized": "pruneaware.core.materialized",
     "pruneaware.optimizer_hooks": "pruneaware.core.optimizer_hooks",
     "pruneaware.pruner": "pruneaware.core.driver",
+    "pruneaware.recipe_bounds": "pruneaware.recipe.bounds",
+    "pruneaware.recipe_errors": "pruneaware.recipe.errors",
+    "pruneaware.recipe_schedules": "pruneaware.recipe.schedules",
+    "pruneaware.recipe_structured": "pruneaware.recipe.structured",
     "pruneaware.registry": "pruneaware.core.registry",
     "pruneaware.scope": "pruneaware.core.scope",
     "pruneaware.structured.importance": "pruneaware.criteria.channel",
     "pruneaware.summary": "pruneaware.measure.sparsity",
+    "pruneaware.yaml_loading": "pruneaware.recipe.yaml_loading",
 }
 """Old dotted path -> new dotted path; a moved package's submodules follow it (``old.sub`` -> ``new.sub``)."""
 

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field, Strict, TypeAdapter, ValidationError
 
 from pruneaware.criteria import CRITERIA
-from pruneaware.recipe_bounds import Count, Flag, Seed
+from pruneaware.recipe.bounds import Count, Flag, Seed
 
 BY_NAME: dict[str, Any] = {"seed": Seed, "batches": Count, "samples": Count, "rounds": Count}
 """Bounds shared by every criterion that takes an option of this name."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pruneaware.core.errors import ConfigError
 from pruneaware.quantization.spec import QuantizationSpec
 from pruneaware.recipe import Recipe, read_yaml_mapping
-from pruneaware.recipe_errors import config_error
+from pruneaware.recipe.errors import config_error
 
 
 class TrainSpec(BaseModel):

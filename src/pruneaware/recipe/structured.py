@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, Strict, ValidationInfo, field_validator, model_validator
 
-from pruneaware.recipe_bounds import MAX_BLOCK, Flag, Fraction, Time, WeightStrength
-from pruneaware.recipe_schedules import ScheduleSpec, TrainingLength, _Spec
+from pruneaware.recipe.bounds import MAX_BLOCK, Flag, Fraction, Time, WeightStrength
+from pruneaware.recipe.schedules import ScheduleSpec, TrainingLength, _Spec
 from pruneaware.structured.target import ResourceTarget
 
 class ResourceTargetSpec(_Spec):

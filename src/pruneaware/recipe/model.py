@@ -1,8 +1,8 @@
 """Recipes: the validated, serializable description of a pruning run (Python objects or YAML).
 
 A recipe says *how much* (schedule), *what* (criterion at a granularity), *where* (scope) and
-*how enforced* (masks, regularizer). Schedules and training length live in ``recipe_schedules``,
-the structured section in ``recipe_structured``. Invalid values raise ConfigError naming the
+*how enforced* (masks, regularizer). Schedules and training length live in ``recipe.schedules``,
+the structured section in ``recipe.structured``. Invalid values raise ConfigError naming the
 field, the value and what is allowed.
 """
 
@@ -28,8 +28,8 @@ from pruneaware.reparam.movement import SoftMovement, TopKMovement
 from pruneaware.rewind import Rewind
 from pruneaware.core.scope import DEFAULT_MODULE_TYPES, Scope
 from pruneaware.splice import Splice
-from pruneaware.recipe_errors import config_error
-from pruneaware.recipe_bounds import (
+from pruneaware.recipe.errors import config_error
+from pruneaware.recipe.bounds import (
     BlockSide,
     Decay,
     Flag,
@@ -41,9 +41,9 @@ from pruneaware.recipe_bounds import (
     Time,
     WeightStrength,
 )
-from pruneaware.recipe_schedules import ScheduleSpec, TrainingLength, Unit, _Spec
-from pruneaware.yaml_loading import load_strict
-from pruneaware.recipe_structured import StructuredSpec
+from pruneaware.recipe.schedules import ScheduleSpec, TrainingLength, Unit, _Spec
+from pruneaware.recipe.yaml_loading import load_strict
+from pruneaware.recipe.structured import StructuredSpec
 
 RECIPE_VERSION = 1
 

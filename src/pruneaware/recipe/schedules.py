@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from pruneaware import schedules
 from pruneaware.core.errors import ConfigError
-from pruneaware.recipe_bounds import MAX_SPARSITY, Count, Exponent, Time
+from pruneaware.recipe.bounds import MAX_SPARSITY, Count, Exponent, Time
 
 Unit = Literal["step", "epoch", "fraction"]
 T = TypeVar("T")
