@@ -15,7 +15,7 @@ from pruneaware.core.errors import ConfigError
 from pruneaware.granularity import Element
 from pruneaware.methods import dynamic_surgery, gradual_magnitude
 from pruneaware.models import build_model
-from pruneaware.splice import Splice
+from pruneaware.rules.splice import Splice
 
 STEPS = 30
 

@@ -13,7 +13,7 @@ from torch.nn import functional as F
 
 from tests.helpers import ThreeLayerMLP
 from pruneaware import ConfigError, Pruner, Recipe, recipes
-from pruneaware.reparam.l0 import deterministic_gates, expected_l0, sample_gates
+from pruneaware.regularizers.l0 import deterministic_gates, expected_l0, sample_gates
 
 STEPS = 120
 

@@ -16,7 +16,7 @@ from pruneaware.granularity.allocation import erdos_renyi_densities
 from pruneaware.core.errors import ConfigError
 from pruneaware.granularity import Block, Element
 from pruneaware.methods import rigl
-from pruneaware.regrow import Regrow, swap_layer
+from pruneaware.rules.regrow import Regrow, swap_layer
 
 STEPS = 30
 EVERY = 4

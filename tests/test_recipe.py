@@ -11,7 +11,7 @@ from pruneaware import schedules
 from pruneaware.core.errors import ConfigError
 from pruneaware.methods import gradual_magnitude, l1_sparsity, one_shot
 from pruneaware.recipe import Recipe, TrainingLength
-from pruneaware.regularizers import L1
+from pruneaware.regularizers.base import L1
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "src" / "pruneaware" / "recipes"
 

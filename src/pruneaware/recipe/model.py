@@ -21,13 +21,13 @@ from pruneaware import schedules
 from pruneaware.criteria import CRITERIA, Criterion
 from pruneaware.criteria.options import check_criterion_options
 from pruneaware.core.errors import ConfigError
-from pruneaware.regrow import Regrow
-from pruneaware.regularizers import L1, Regularizer
-from pruneaware.reparam import L0, SRSTE
-from pruneaware.reparam.movement import SoftMovement, TopKMovement
-from pruneaware.rewind import Rewind
+from pruneaware.rules.regrow import Regrow
+from pruneaware.regularizers.base import L1, Regularizer
+from pruneaware.regularizers import L0, SRSTE
+from pruneaware.regularizers.movement import SoftMovement, TopKMovement
+from pruneaware.rules.rewind import Rewind
 from pruneaware.core.scope import DEFAULT_MODULE_TYPES, Scope
-from pruneaware.splice import Splice
+from pruneaware.rules.splice import Splice
 from pruneaware.recipe.errors import config_error
 from pruneaware.recipe.bounds import (
     BlockSide,

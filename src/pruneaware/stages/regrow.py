@@ -6,7 +6,7 @@ import torch
 
 from pruneaware.core.context import Context
 from pruneaware.core.stage import Stage
-from pruneaware.regrow import Regrow, start_at_zero_
+from pruneaware.rules.regrow import Regrow, start_at_zero_
 from pruneaware.schedules import Schedule
 
 

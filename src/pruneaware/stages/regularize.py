@@ -9,7 +9,7 @@ from torch import Tensor
 
 from pruneaware.core.context import Context
 from pruneaware.core.stage import Stage
-from pruneaware.regularizers import Regularizer
+from pruneaware.regularizers.base import Regularizer
 from pruneaware.structured.surgery import ParameterRemap
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from pruneaware.core.context import Context
 from pruneaware.core.stage import Stage
 from pruneaware.core.errors import UsageError
-from pruneaware.rewind import Rewind
+from pruneaware.rules.rewind import Rewind
 
 
 class Rewinding(Stage):

@@ -8,7 +8,7 @@ from typing import Any
 from pruneaware.core.context import Context
 from pruneaware.core.stage import Stage
 from pruneaware.schedules import Schedule
-from pruneaware.splice import Splice
+from pruneaware.rules.splice import Splice
 
 
 class Splicing(Stage):
