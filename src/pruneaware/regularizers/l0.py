@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from pruneaware.core.errors import ConfigError
-from pruneaware.regularizers.base.base import Regularizer
-from pruneaware.regularizers.base.shadow import DenseShadow
+from pruneaware.regularizers.base import Regularizer
+from pruneaware.regularizers.shadow import DenseShadow
 
 BETA, GAMMA, ZETA = 2.0 / 3.0, -0.1, 1.1
 """Temperature and stretch interval of the hard-concrete distribution, as in the paper."""

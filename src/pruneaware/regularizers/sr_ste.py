@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from pruneaware.core.errors import ConfigError
 from pruneaware.granularity import NM
-from pruneaware.regularizers.base.base import Regularizer
-from pruneaware.regularizers.base.shadow import DenseShadow
+from pruneaware.regularizers.base import Regularizer
+from pruneaware.regularizers.shadow import DenseShadow
 
 
 class SRSTE(Regularizer):
