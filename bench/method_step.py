@@ -58,9 +58,9 @@ def main() -> None:
     total = args.steps + 10
     recipes = {
         "dense": None,
-        "masks": pa.recipes.one_shot(args.sparsity, at=0, unit="step"),
-        "dns splice": pa.recipes.dynamic_surgery(args.sparsity, end=total, every=args.every, unit="step"),
-        "rigl": pa.recipes.rigl(args.sparsity, end=total, every=args.every, unit="step", allocation="layer"),
+        "masks": pa.methods.one_shot(args.sparsity, at=0, unit="step"),
+        "dns splice": pa.methods.dynamic_surgery(args.sparsity, end=total, every=args.every, unit="step"),
+        "rigl": pa.methods.rigl(args.sparsity, end=total, every=args.every, unit="step", allocation="layer"),
     }
     steps = {name: make_step(copy.deepcopy(base), batches, recipe, total) for name, recipe in recipes.items()}
     names = list(steps)

@@ -52,7 +52,7 @@ class Case:
 
 def resnet20() -> Case:
     batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(4)]
-    recipe = pa.recipes.one_shot(0.9, at=0, unit="step")
+    recipe = pa.methods.one_shot(0.9, at=0, unit="step")
     sgd = {"SGD momentum": lambda model: torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)}
     return Case("ResNet-20, batch 64, 3x32x32, 90% global magnitude masks", lambda: build_model("resnet20", (3, 32, 32), 10), batches, F.cross_entropy, sgd, recipe)
 

@@ -66,7 +66,7 @@ def main() -> None:
         fully_shard(block)
     fully_shard(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    pruner = pa.Pruner(model, optimizer, pa.recipes.gradual_magnitude(final=0.8), total_steps=STEPS)
+    pruner = pa.Pruner(model, optimizer, pa.methods.gradual_magnitude(final=0.8), total_steps=STEPS)
     start, loss = 0, torch.tensor(float("nan"))
     if args.resume:
         load_sharded(args.checkpoint, model, optimizer, pruner)

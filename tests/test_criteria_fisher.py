@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from pruneaware import Pruner, Recipe, recipes
+from pruneaware import Pruner, Recipe, methods
 from pruneaware.criteria import CRITERIA, Fisher
 from pruneaware.probing import OBD, Calibration
 
@@ -94,7 +94,7 @@ def test_obd_recovers_the_exact_hessian_diagonal_when_it_is_diagonal():
 def test_obd_prunes_at_initialization_by_hessian_saliency():
     model = regression_model()
     x = torch.diag((6 * CURVATURE).sqrt())
-    recipe = recipes.one_shot(0.5, at=0, unit="step", criterion="obd", scope={"skip_last": False})
+    recipe = methods.one_shot(0.5, at=0, unit="step", criterion="obd", scope={"skip_last": False})
     pruner = Pruner(model, None, recipe, total_steps=1, calibration_data=[(x, torch.zeros(6, 1))], loss_fn=half_squared_error)
     assert pruner.masks["weight"][0].tolist() == [False, True, True, False, False, True]
     assert set(pruner.state_dict()["stages"]["prune"]["criterion"]) == {"generator"}

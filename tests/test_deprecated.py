@@ -72,3 +72,11 @@ def test_the_package_uses_no_old_path() -> None:
                 if pattern.search(line):
                     offenders.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
     assert not offenders, "old module paths in use:\n" + "\n".join(offenders)
+
+
+def test_pa_recipes_is_the_methods_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    _forget(monkeypatch, "pruneaware.recipes")
+    with pytest.warns(DeprecationWarning, match="pruneaware.recipes is deprecated.*pruneaware.methods"):
+        recipes = pa.recipes
+    assert recipes is pa.methods
+    assert recipes.gradual_magnitude is pa.methods.gradual_magnitude

@@ -133,10 +133,10 @@ def test_fsdp2_trains_with_masks_on_shards(tmp_path: Path, criterion: str, granu
 
 REFUSED = {
     "blocks": lambda: recipe(granularity={"type": "block", "shape": [2, 2]}),
-    "snip": lambda: pa.recipes.snip(0.5),
-    "rigl": lambda: pa.recipes.rigl(0.5),
-    "splice": lambda: pa.recipes.dynamic_surgery(0.5),
-    "l1": lambda: pa.recipes.l1_sparsity(),
+    "snip": lambda: pa.methods.snip(0.5),
+    "rigl": lambda: pa.methods.rigl(0.5),
+    "splice": lambda: pa.methods.dynamic_surgery(0.5),
+    "l1": lambda: pa.methods.l1_sparsity(),
     "channels": lambda: "structured",
 }
 

@@ -31,7 +31,7 @@ def test_every_shipped_recipe_and_method_builder_has_a_golden_run() -> None:
     names = {case.name for case in CASES}
     shipped = {f"yaml:{path.stem}" for path in (Path(pa.__file__).parent / "recipes").glob("*.yaml")}
     assert shipped <= names, sorted(shipped - names)
-    assert {f"method:{name}" for name in pa.recipes.__all__} <= names
+    assert {f"method:{name}" for name in pa.methods.__all__} <= names
     assert names == set(GOLDEN), sorted(names ^ set(GOLDEN))
 
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pruneaware import ConfigError, Pruner, Recipe, recipes
+from pruneaware import ConfigError, Pruner, Recipe, methods
 from pruneaware.probing import SNIP, Calibration, GraSP, SynFlow
 from pruneaware.schedules import geometric_targets
 
@@ -82,7 +82,7 @@ def test_snip_prunes_before_the_first_step_and_the_sparse_network_then_trains_fi
     torch.manual_seed(0)
     model = MLP()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    pruner = Pruner(model, optimizer, recipes.snip(0.8), total_steps=10, calibration_data=[batch(1)], loss_fn=F.cross_entropy)
+    pruner = Pruner(model, optimizer, methods.snip(0.8), total_steps=10, calibration_data=[batch(1)], loss_fn=F.cross_entropy)
     masks = {name: pruner.masks[name].clone() for name in pruner.masks}
     assert pruner.step_count == 0 and abs(pruner.summary().sparsity - 0.8) < 1e-3
     for step in range(10):
@@ -144,7 +144,7 @@ def test_grasp_score_is_weight_times_hessian_gradient_product_by_finite_differen
 def test_grasp_prunes_at_initialization_to_the_target():
     torch.manual_seed(0)
     model = MLP()
-    pruner = Pruner(model, None, recipes.grasp(0.7), total_steps=1, calibration_data=[batch(1)], loss_fn=F.cross_entropy)
+    pruner = Pruner(model, None, methods.grasp(0.7), total_steps=1, calibration_data=[batch(1)], loss_fn=F.cross_entropy)
     assert abs(pruner.masks.sparsity() - 0.7) < 1e-3
 
 
@@ -197,7 +197,7 @@ def test_synflow_leaves_signs_dtype_mode_and_batchnorm_statistics_untouched():
     model = MLP()
     model.bn.running_mean.uniform_(-1, 1)  # negative statistics would break a model left with absolute values
     before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
-    pruner = Pruner(model, None, recipes.synflow(0.6, rounds=10), total_steps=1, example_inputs=batch()[0])
+    pruner = Pruner(model, None, methods.synflow(0.6, rounds=10), total_steps=1, example_inputs=batch()[0])
     assert model.training and all(param.dtype == torch.float32 for param in model.parameters())
     for name, tensor in model.state_dict().items():
         kept = pruner.masks[name] if name in pruner.masks.masks else torch.ones_like(tensor, dtype=torch.bool)
@@ -234,8 +234,8 @@ def test_geometric_targets_shrink_density_by_a_constant_factor():
 
 
 def test_at_init_recipes_prune_at_step_zero():
-    for recipe, criterion in ((recipes.snip(0.9), "snip"), (recipes.grasp(0.9), "grasp"), (recipes.synflow(0.9, rounds=50), "synflow")):
+    for recipe, criterion in ((methods.snip(0.9), "snip"), (methods.grasp(0.9), "grasp"), (methods.synflow(0.9, rounds=50), "synflow")):
         assert recipe.pruning.criterion == criterion
         assert recipe.pruning.schedule.type == "one_shot" and recipe.pruning.schedule.at == 0
         assert recipe.pruning.schedule.unit == "step"
-    assert recipes.synflow(0.9, rounds=50).pruning.criterion_options == {"rounds": 50}
+    assert methods.synflow(0.9, rounds=50).pruning.criterion_options == {"rounds": 50}

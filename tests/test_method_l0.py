@@ -12,7 +12,7 @@ from torch.func import functional_call
 from torch.nn import functional as F
 
 from tests.helpers import ThreeLayerMLP
-from pruneaware import ConfigError, Pruner, Recipe, recipes
+from pruneaware import ConfigError, Pruner, Recipe, methods
 from pruneaware.regularizers.l0 import deterministic_gates, expected_l0, sample_gates
 
 STEPS = 120
@@ -31,7 +31,7 @@ def make_run(strength: float, lr: float = 0.05) -> tuple[nn.Module, torch.optim.
     torch.manual_seed(0)
     model = MLP()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    pruner = Pruner(model, optimizer, recipes.l0_sparsity(strength, lr=lr), total_steps=STEPS)
+    pruner = Pruner(model, optimizer, methods.l0_sparsity(strength, lr=lr), total_steps=STEPS)
     return model, optimizer, pruner
 
 
@@ -151,7 +151,7 @@ def test_resume_from_checkpoint_is_bit_exact():
 
 
 def test_l0_recipe_and_bad_values():
-    recipe = recipes.l0_sparsity(1e-3, droprate_init=0.2)
+    recipe = methods.l0_sparsity(1e-3, droprate_init=0.2)
     assert recipe.regularizer.type == "l0" and recipe.regularizer.droprate_init == 0.2
     with pytest.raises(ConfigError, match="droprate_init"):
         Recipe.from_dict({"regularizer": {"type": "l0", "strength": 1e-3, "droprate_init": 1.0}})

@@ -10,7 +10,7 @@ from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F
 
-from pruneaware import ConfigError, Pruner, Recipe, recipes
+from pruneaware import ConfigError, Pruner, Recipe, methods
 from pruneaware.granularity import input_major
 
 STEPS = 40
@@ -39,7 +39,7 @@ def make_run(recipe: Recipe | None = None) -> tuple[nn.Module, torch.optim.Optim
     torch.manual_seed(0)
     model = CNN()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9)
-    pruner = Pruner(model, optimizer, recipe or recipes.sr_ste(2, 4, decay=DECAY), total_steps=STEPS)
+    pruner = Pruner(model, optimizer, recipe or methods.sr_ste(2, 4, decay=DECAY), total_steps=STEPS)
     return model, optimizer, pruner
 
 
@@ -146,9 +146,9 @@ def test_resume_from_checkpoint_is_bit_exact():
 
 def test_bad_configurations_raise_config_errors():
     with pytest.raises(ConfigError, match="divisible by M=4"):
-        Pruner(nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 2)), None, recipes.sr_ste(2, 4))
+        Pruner(nn.Sequential(nn.Linear(6, 8), nn.Linear(8, 2)), None, methods.sr_ste(2, 4))
     with pytest.raises(ConfigError, match="decides the masks itself"):
         Recipe.from_dict({"regularizer": {"type": "sr_ste"}, "pruning": {"schedule": {"type": "one_shot", "sparsity": 0.5}}})
     with pytest.raises(ConfigError, match="decay"):
         Recipe.from_dict({"regularizer": {"type": "sr_ste", "decay": -1.0}})
-    assert recipes.sr_ste(1, 4).regularizer.n == 1
+    assert methods.sr_ste(1, 4).regularizer.n == 1

@@ -678,7 +678,7 @@ def test_explicit_step_on_a_hooked_pruner_is_refused() -> None:
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    pruner = pa.Pruner(model, optimizer, pa.recipes.one_shot(0.5, at=1, unit="step"), total_steps=4)
+    pruner = pa.Pruner(model, optimizer, pa.methods.one_shot(0.5, at=1, unit="step"), total_steps=4)
     with pytest.raises(pa.UsageError, match="advance it twice"):
         pruner.step()
     with pytest.raises(pa.UsageError, match="advance it twice"):
@@ -693,7 +693,7 @@ def test_stepping_after_finalize_is_refused_and_prunes_nothing_more() -> None:
     import pruneaware as pa
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
-    pruner = pa.Pruner(model, None, pa.recipes.gradual_magnitude(0.8, begin=1, end=4, every=1, unit="step"), total_steps=6)
+    pruner = pa.Pruner(model, None, pa.methods.gradual_magnitude(0.8, begin=1, end=4, every=1, unit="step"), total_steps=6)
     pruner.step()
     pruner.finalize()
     before = model[0].weight.detach().clone()
@@ -708,8 +708,8 @@ def test_a_second_pruner_on_the_same_optimizer_is_refused_until_the_first_detach
 
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    first = pa.Pruner(model, optimizer, pa.recipes.one_shot(0.5, at=1, unit="step"), total_steps=4)
+    first = pa.Pruner(model, optimizer, pa.methods.one_shot(0.5, at=1, unit="step"), total_steps=4)
     with pytest.raises(pa.UsageError, match="already drives a Pruner"):
-        pa.Pruner(model, optimizer, pa.recipes.one_shot(0.5, at=1, unit="step"), total_steps=4)
+        pa.Pruner(model, optimizer, pa.methods.one_shot(0.5, at=1, unit="step"), total_steps=4)
     first.finalize()
-    pa.Pruner(model, optimizer, pa.recipes.one_shot(0.5, at=1, unit="step"), total_steps=4)  # the first one let go
+    pa.Pruner(model, optimizer, pa.methods.one_shot(0.5, at=1, unit="step"), total_steps=4)  # the first one let go

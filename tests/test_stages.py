@@ -100,7 +100,7 @@ def test_targets_of_structured_and_topk_runs_are_reported_not_zero() -> None:
     assert pruner.target_sparsity() == pytest.approx(0.5) and pruner.summary().target == pytest.approx(0.5)
     model = ThreeLayerMLP()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    topk = pa.Pruner(model, optimizer, pa.recipes.topk_movement(0.6, begin=0.0, end=0.5), total_steps=8)
+    topk = pa.Pruner(model, optimizer, pa.methods.topk_movement(0.6, begin=0.0, end=0.5), total_steps=8)
     train(model, optimizer, topk, 6)
     assert topk.target_sparsity() == pytest.approx(0.6) and topk.summary().target == pytest.approx(0.6)
     assert topk.target_schedule() is topk.stage("regularizer").regularizer.schedule
@@ -137,7 +137,7 @@ def test_old_attributes_still_answer_with_a_deprecation_warning() -> None:
 
 @pytest.mark.parametrize("builder", ["gradual_magnitude", "fisher_pruning", "snip", "grasp", "synflow"])
 def test_method_builders_take_allocation_and_pass_scope_through_as_the_scope_section(builder: str) -> None:
-    build = getattr(pa.recipes, builder)
+    build = getattr(pa.methods, builder)
     recipe = build(0.8, allocation="layer", scope={"exclude": ["fc1"]})
     assert recipe.pruning.granularity.scope == "layer" and recipe.scope.exclude == ("fc1",)
     data = random_batches(1, 20, 4)

@@ -8,13 +8,13 @@ _deprecated.install()  # old module paths (pruneaware.masks, ...) keep working f
 
 from pruneaware import integrations  # lazy: Lightning and transformers load only when a callback is used
 from pruneaware import llm
-from pruneaware import methods as recipes
+from pruneaware import methods
 from pruneaware.core.driver import Pruner
 from pruneaware.core.errors import ConfigError, PruneawareError, ScopeError, StateError, UsageError
 from pruneaware.criteria import CRITERIA, Criterion
 from pruneaware.export import export_onnx, load, save
-from pruneaware.recipe import Recipe
 from pruneaware.measure.sparsity import Summary
+from pruneaware.recipe import Recipe
 
 __version__ = "0.1.0"
 
@@ -39,6 +39,6 @@ __all__ = [
     "llm",
     "integrations",
     "load",
-    "recipes",
+    "methods",
     "save",
 ]

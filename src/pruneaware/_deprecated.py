@@ -26,6 +26,7 @@ MOVED: dict[str, str] = {
     "pruneaware.optimizer_hooks": "pruneaware.core.optimizer_hooks",
     "pruneaware.pruner": "pruneaware.core.driver",
     "pruneaware.recipe_bounds": "pruneaware.recipe.bounds",
+    "pruneaware.recipes": "pruneaware.methods",
     "pruneaware.recipe_errors": "pruneaware.recipe.errors",
     "pruneaware.recipe_schedules": "pruneaware.recipe.schedules",
     "pruneaware.recipe_structured": "pruneaware.recipe.structured",

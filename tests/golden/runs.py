@@ -87,7 +87,7 @@ def _structured(schedule_type: str = "cubic", every: float = 0.1, **fields: Any)
     return lambda: pa.Recipe.from_dict({"name": "structured", "structured": {"schedule": schedule, **fields}})
 
 
-R = pa.recipes
+R = pa.methods
 CHECKPOINTED = {"fisher", "dns", "imp", "imp_reinit", "rigl", "movement_topk", "sr_ste_2_4", "structured"}
 CASES: list[Case] = [
     *(Case(f"yaml:{path.stem}", _yaml(path.stem), checkpoint_at=14 if path.stem in CHECKPOINTED else None) for path in sorted(RECIPES.glob("*.yaml"))),
