@@ -33,7 +33,7 @@ from pruneaware.data import load_dataset
 from pruneaware.distributed import RankZeroSync, World, save_on_main
 from pruneaware.distributed.timeouts import peers_answer_within, resolve_timeout
 from pruneaware.core.errors import PruneawareError
-from pruneaware.job.spec import default_recipe_path
+from pruneaware.recipe.shipped import default_recipe_path
 from pruneaware.models import build_model
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 import pruneaware as pa
 from pruneaware.core.errors import StateError, UsageError
-from pruneaware.job.spec import default_recipe_path
+from pruneaware.recipe.shipped import default_recipe_path
 
 
 def small() -> nn.Module:

@@ -21,7 +21,7 @@ JOB = textwrap.dedent(
     from torch.nn import functional as F
     from torch.nn.parallel import DistributedDataParallel
     import pruneaware as pa
-    from pruneaware.job.spec import default_recipe_path
+    from pruneaware.recipe.shipped import default_recipe_path
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo")

@@ -70,7 +70,8 @@ def test_unreachable_budget_names_what_is_reachable():
 
 def test_run_latency_target_flag_sets_the_structured_target():
     from pruneaware.hardware.overrides import with_latency_target
-    from pruneaware.job.spec import RunSpec, default_recipe_path
+    from pruneaware.job.spec import RunSpec
+    from pruneaware.recipe.shipped import default_recipe_path
 
     spec = with_latency_target(RunSpec.from_yaml(default_recipe_path("structured")), 0.5)
     assert spec.recipe.structured.target.latency == 0.5 and spec.recipe.structured.target.backend == "torch"

@@ -14,7 +14,8 @@ import pruneaware as pa
 from pruneaware.data import load_dataset
 from pruneaware.core.errors import ConfigError, StateError
 from pruneaware.job.run import check_run, prepare_run_directory, run_job
-from pruneaware.job.spec import RunSpec, default_recipe_path
+from pruneaware.job.spec import RunSpec
+from pruneaware.recipe.shipped import default_recipe_path
 from pruneaware.job.trainer import evaluate
 from pruneaware.measure import state_dict_size_bytes
 from pruneaware.models import build_model

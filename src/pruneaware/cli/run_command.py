@@ -14,7 +14,8 @@ from pruneaware.distributed.launch import launch
 from pruneaware.distributed.timeouts import resolve_timeout
 from pruneaware.core.errors import ConfigError
 from pruneaware.job.run import JobResult, check_run, load_run_spec, prepare_run_directory, run_job, write_metrics
-from pruneaware.job.spec import RunSpec, default_recipe_path
+from pruneaware.job.spec import RunSpec
+from pruneaware.recipe.shipped import default_recipe_path
 from pruneaware.report.write import write_report
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pruneaware.compare.spec import MethodSpec
 from pruneaware.core.errors import ConfigError
-from pruneaware.job.spec import default_recipe_path
+from pruneaware.recipe.shipped import default_recipe_path
 from pruneaware.recipe import Recipe, read_yaml_mapping
 
 _TARGET_FIELD = {"one_shot": "sparsity", "constant": "sparsity", "linear": "final", "polynomial": "final", "cubic": "final", "exponential": "final"}

@@ -87,7 +87,7 @@ def _user_stage(name: str, options: dict[str, Any], field: str) -> Stage:
 
 def as_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
     """A Recipe from any accepted form; a bare name is a shipped recipe (``"default"``), as the callbacks accept."""
-    from pruneaware.integrations.recipes import resolve_recipe
+    from pruneaware.recipe.shipped import resolve_recipe
 
     if not isinstance(recipe, (Recipe, Mapping, str, Path)):
         raise ConfigError("recipe", type(recipe).__name__, "a Recipe, a dict, a shipped recipe's name, or the path of a YAML recipe")

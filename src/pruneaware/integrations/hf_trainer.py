@@ -16,7 +16,7 @@ from torch import nn
 
 from pruneaware.core.errors import StateError, UsageError
 from pruneaware.integrations.deferred import DeferredWeights
-from pruneaware.integrations.recipes import resolve_recipe
+from pruneaware.recipe.shipped import resolve_recipe
 from pruneaware.integrations.training import backward_penalty, sample_batch
 from pruneaware.job import checkpoint
 from pruneaware.core.driver import Pruner

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -88,14 +87,6 @@ class RunSpec(BaseModel):
         changes = {key: value for key, value in train_fields.items() if value is not None}
         return RunSpec.from_mapping({**self.to_mapping(), "train": {**self.train.model_dump(), **changes}})
 
-
-def default_recipe_path(name: str = "default") -> Path:
-    """A recipe shipped with the package (``pruneaware/recipes/<name>.yaml``)."""
-    path = Path(str(resources.files("pruneaware") / "recipes" / f"{name}.yaml"))
-    if not path.is_file():
-        shipped = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError("recipe", name, shipped)
-    return path
 
 
 def _train_error(error: ValidationError, data: Any) -> ConfigError:

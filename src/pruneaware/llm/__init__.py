@@ -5,12 +5,15 @@ block by block, and return keep-masks; a ``Pruner`` with ``sparse_finetune`` con
 pruned model with those masks held. The ``wanda`` criterion for any recipe is ``pruneaware.criteria.wanda``.
 """
 
+from pruneaware.llm.finetune import sparse_finetune
 from pruneaware.llm.perplexity import perplexity, random_windows, spaced_windows
-from pruneaware.llm.recipes import sparse_finetune
 from pruneaware.llm.smollm import encode, load_smollm2
 from pruneaware.llm.sparsegpt import sparsegpt_prune, sparsegpt_prune_weight
 from pruneaware.llm.targets import SparsityTarget, parse_target
 from pruneaware.llm.wanda import wanda_prune, wanda_scores
+from pruneaware.methods import METHODS
+
+METHODS.register("sparse_finetune")(sparse_finetune)
 
 __all__ = [
     "SparsityTarget",

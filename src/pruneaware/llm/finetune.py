@@ -1,4 +1,4 @@
-"""Recipes that continue from a one-shot-pruned model: the masks it came with are kept while it fine-tunes."""
+"""The method that continues from a one-shot-pruned model: the masks it came with are kept while it fine-tunes (``sparse_finetune`` in ``pa.methods.METHODS``)."""
 
 from __future__ import annotations
 

@@ -1,14 +1,23 @@
-"""The recipe a callback is given: a shipped recipe's name, a YAML path, a dict or a Recipe, validated at once."""
+"""The recipes shipped with the package (YAML files in ``pruneaware/recipes/``), and a Recipe from any form a caller may give one in."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from pruneaware.core.errors import ConfigError
-from pruneaware.job.spec import default_recipe_path
-from pruneaware.recipe import Recipe
+from pruneaware.recipe.model import Recipe
+
+
+def default_recipe_path(name: str = "default") -> Path:
+    """A recipe shipped with the package (``pruneaware/recipes/<name>.yaml``); an unknown name lists the shipped ones."""
+    path = Path(str(resources.files("pruneaware") / "recipes" / f"{name}.yaml"))
+    if not path.is_file():
+        shipped = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError("recipe", name, shipped)
+    return path
 
 
 def resolve_recipe(recipe: Recipe | Mapping[str, Any] | str | Path) -> Recipe:
