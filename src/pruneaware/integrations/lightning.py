@@ -16,6 +16,7 @@ import torch
 from pruneaware.core.errors import StateError, UsageError
 from pruneaware.integrations.deferred import DeferredWeights
 from pruneaware.recipe.shipped import resolve_recipe
+from pruneaware.integrations.sharded_state import gather, has_shards, reshard
 from pruneaware.integrations.training import backward_penalty, sample_batch
 from pruneaware.probing.calibration import LossFn
 from pruneaware.core.driver import Pruner
@@ -52,6 +53,7 @@ class PruningCallback(Callback):
         self.loss_fn = loss_fn
         self._pruner: Pruner | None = None
         self._saved_state: dict[str, Any] | None = None
+        self._restored = False
         self._deferred: DeferredWeights | None = None
 
     @property
@@ -81,17 +83,20 @@ class PruningCallback(Callback):
             calibration_data=calibration,
             loss_fn=self.loss_fn,
         )
+        self._restored = False
         if self._saved_state is not None:
-            self._pruner.load_state_dict(self._saved_state)  # replays channel removals first
+            self._restore(self._saved_state)
             self._saved_state = None
-        elif trainer.ckpt_path is not None:
+        if self._deferred is not None:
+            self._deferred.load_into(pl_module)
+            self._deferred = None
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.ckpt_path is not None and not self._restored:  # checked here: some strategies restore after on_fit_start
             raise StateError(
                 f"checkpoint {str(trainer.ckpt_path)!r} holds no pruner state; resume from a checkpoint written with "
                 "this callback, or load its weights into the module and fit without ckpt_path to prune from there"
             )
-        if self._deferred is not None:
-            self._deferred.load_into(pl_module)
-            self._deferred = None
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if self._deferred is not None:  # fit failed before it started
@@ -111,12 +116,23 @@ class PruningCallback(Callback):
     # -- checkpoints -------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        if self._pruner is not None:
-            return self._pruner.state_dict()
+        if self._pruner is not None:  # every rank builds the checkpoint; FSDP2 shards are gathered into whole tensors
+            state = self._pruner.state_dict()
+            return gather(state) if has_shards(state) else state
         return self._saved_state or {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._saved_state = state_dict  # applied when fitting starts, once the optimizer exists
+        if self._pruner is None:
+            self._saved_state = state_dict  # applied when fitting starts, once the optimizer exists
+        else:  # strategies that restore after setup (ModelParallelStrategy, FSDP, DeepSpeed) call this after on_fit_start
+            self._restore(state_dict)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        """Load a saved pruner state; FSDP2 runs cut their shards out of the whole tensors it was saved with."""
+        assert self._pruner is not None
+        template = self._pruner.state_dict()
+        self._pruner.load_state_dict(reshard(state, template) if has_shards(template) else state)  # replays channel removals first
+        self._restored = True
 
 
 def _single_optimizer(trainer: Trainer) -> torch.optim.Optimizer:
