@@ -1,33 +1,34 @@
 """SmolLM2-135M pruning-aware training under DDP vs FSDP2 (fully_shard per decoder layer and at the root) on gloo CPU ranks.
 
-Per rank: resident memory at its peak during training steps, and the bytes of the tensors it holds
-(parameters, gradients, AdamW moments, masks: whole under DDP, shards under FSDP2). Under FSDP2 also
-the step-time overhead of masking on shards: masked and unmasked steps alternate in one run on
-one model (the Pruner driven by hand, ``before_step``/``step`` only on masked steps), and the ratio
-of their medians is reported. Mask agreement: every rank gathers the masks the distributed
-selection decided and the full weights, and checks them against the unsharded cut of the same
-weights (``Element.masks``), layer by layer. 50% per-layer magnitude pruning of the block Linears
-at step 0 (``pa.llm.sparse_finetune(0.5)``); random token windows (speed and memory do not depend on text).
+Per rank: peak resident memory during the training steps (heap the model's loading left behind is
+returned to the OS first) and the bytes of the tensors it holds (parameters, gradients, AdamW
+moments, masks: whole under DDP, shards under FSDP2). Under FSDP2 also the step-time overhead of
+masking on shards: masked and unmasked steps alternate on one model (the Pruner driven by hand,
+``before_step``/``step`` only on masked steps; pairs in alternating order), and the median of the
+per-pair ratios is reported. Mask agreement: before sharding every rank computes the unsharded
+per-layer cut of the full weights (``Element.masks``); after the distributed selection each rank
+gathers every mask, one layer at a time, and compares digests. 50% per-layer magnitude pruning of
+the block Linears at step 0 (``pa.llm.sparse_finetune(0.5)``); random token windows (speed and
+memory do not depend on text). ``--random-init`` builds SmolLM2-135M's architecture with random
+weights instead of reading the asset (for machines without it; speed and memory are the same).
 
-    nice -n 5 python bench/fsdp_smollm2.py [--configs fsdp2:2 ddp:2 fsdp2:4 ddp:4] [--steps 6] [--seq 64] [--out runs/fsdp_smollm2.json]
+    nice -n 10 python bench/fsdp_smollm2.py [--configs fsdp2:2 ddp:2 fsdp2:4 ddp:4] [--steps 6] [--seq 64] [--threads 1] [--random-init]
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 import torch.distributed as dist
+from peak_memory import PeakRSS, release_freed, resident_mib  # bench/ is on the path when this script runs
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
@@ -39,27 +40,12 @@ from pruneaware.distributed.fsdp_masks import like_param
 from pruneaware.granularity import Element
 from pruneaware.stages.prune import keep_pruned
 
-
-class PeakRSS:
-    """The largest resident set size seen while running (sampled every 20 ms)."""
-
-    def __init__(self) -> None:
-        self.peak, self._stop = 0, threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        process = psutil.Process()
-        while not self._stop.is_set():
-            self.peak = max(self.peak, process.memory_info().rss)
-            time.sleep(0.02)
-
-    def __enter__(self) -> PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+SPARSITY = 0.5
+SMOLLM2_135M = {  # the asset's LlamaConfig (SmolLM2-135M), for --random-init
+    "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+    "num_key_value_heads": 3, "vocab_size": 49152, "max_position_embeddings": 8192, "rms_norm_eps": 1e-5,
+    "tie_word_embeddings": True, "hidden_act": "silu", "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+}
 
 
 def local_bytes(tensor: torch.Tensor) -> int:
@@ -67,51 +53,67 @@ def local_bytes(tensor: torch.Tensor) -> int:
     return local.numel() * local.element_size()
 
 
-def build(weights: str, mode: str) -> nn.Module:
+def build(folder: Path) -> nn.Module:
+    """The model every rank starts from: the asset's weights if saved in ``folder``, else random (same seed on every rank)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(Path(weights).parent)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(torch.load(weights, mmap=True, weights_only=True))
-    if mode == "ddp":
-        return DistributedDataParallel(model)
-    for layer in model.model.layers:
-        fully_shard(layer)
-    fully_shard(model)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder), dtype=torch.float32)
+    if (folder / "model.pt").exists():
+        model.load_state_dict(torch.load(folder / "model.pt", mmap=True, weights_only=True))
     return model
 
 
-def mask_agreement(pruner: pa.Pruner, before: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """The masks the shards agreed on, gathered, against the unsharded cut of the same (gathered) weights."""
-    masks = {n: like_param(m, p).full_tensor() for (n, m), p in zip(pruner.masks.masks.items(), pruner.params.values())}
-    reference = keep_pruned(Element(scope="layer"), {n: w.abs() for n, w in before.items()}, {n: w != 0 for n, w in before.items()}, 0.5)
-    return {
-        "layers": len(masks),
-        "layers_equal_to_unsharded": sum(bool(torch.equal(masks[n], reference[n])) for n in masks),
-        "mask_digest": digest(torch.cat([m.flatten() for m in masks.values()])),
-    }
+def unsharded_cut(model: nn.Module, names: list[str]) -> dict[str, str]:
+    """Digest of each layer's 50% magnitude cut computed on the full weight (the reference for the sharded selection)."""
+    params = dict(model.named_parameters())
+    out = {}
+    for name in names:
+        weight = params[name].detach()
+        out[name] = digest(keep_pruned(Element(scope="layer"), {name: weight.abs()}, {name: weight != 0}, SPARSITY)[name])
+    return out
 
 
-def worker(mode: str, args: argparse.Namespace, weights: str, folder: str) -> None:
+def mask_agreement(pruner: pa.Pruner, reference: dict[str, str]) -> dict[str, Any]:
+    """Gather each sharded mask (one layer at a time) and compare it with the unsharded cut."""
+    equal, digests = 0, []
+    for (name, mask), param in zip(pruner.masks.masks.items(), pruner.params.values()):
+        full = like_param(mask, param).full_tensor()
+        digests.append(digest(full))
+        equal += digests[-1] == reference[name]
+    return {"layers": len(digests), "layers_equal_to_unsharded": equal, "mask_digest": digest(torch.tensor([int(d[:8], 16) for d in digests]))}
+
+
+def worker(mode: str, args: argparse.Namespace, folder: str) -> None:
     rank, world = dist.get_rank(), dist.get_world_size()
-    model = build(weights, mode)
-    gc.collect()
+    import transformers  # noqa: F401  (loaded before the runtime's memory is read)
+
+    runtime_mib = resident_mib()
+    model = build(Path(folder))
+    recipe = pa.llm.sparse_finetune(SPARSITY)
+    reference = unsharded_cut(model, list(recipe.scope.build().select(model))) if mode == "fsdp2" else {}
+    if mode == "ddp":
+        model = DistributedDataParallel(model, gradient_as_bucket_view=True)
+    else:
+        for layer in model.model.layers:
+            fully_shard(layer)
+        fully_shard(model)
     bare = model.module if isinstance(model, DistributedDataParallel) else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    recipe = pa.llm.sparse_finetune(0.5)
-    before = {n: p.detach().full_tensor() for n, p in recipe.scope.build().select(bare).items()} if mode == "fsdp2" else {}
     started = time.perf_counter()
-    pruner = pa.Pruner(bare if mode == "fsdp2" else model, None, recipe, total_steps=10**6)
+    pruner = pa.Pruner(model, None, recipe, total_steps=10**6)
     prune_seconds = time.perf_counter() - started
-    agreement = mask_agreement(pruner, before) if mode == "fsdp2" else {}
-    del before
-    gc.collect()
+    agreement = mask_agreement(pruner, reference) if mode == "fsdp2" else {}
+    release_freed()
+    built_mib = resident_mib()
     generator = torch.Generator().manual_seed(rank)
     times: dict[bool, list[float]] = {True: [], False: []}
-    with PeakRSS() as rss:
-        for index in range(2 * args.steps + 2):
-            masked = index % 2 == 0 if mode == "fsdp2" else True
-            ids = torch.randint(0, 49152, (args.batch, args.seq), generator=generator)
+    pairs = args.steps + 1  # the first pair warms up (optimizer state allocated) and is not timed
+    with PeakRSS() as peak:
+        for index in range(2 * pairs if mode == "fsdp2" else pairs):
+            pair = index // 2
+            masked = mode == "ddp" or (index % 2 == pair % 2)  # masked first in even pairs, second in odd ones
+            ids = torch.randint(0, bare.config.vocab_size, (args.batch, args.seq), generator=generator)
             dist.barrier()
             start = time.perf_counter()
             loss = model(input_ids=ids, labels=ids).loss
@@ -122,13 +124,15 @@ def worker(mode: str, args: argparse.Namespace, weights: str, folder: str) -> No
             optimizer.step()
             if masked:
                 pruner.step()
-            if index >= 2:  # the first pair warms up (optimizer state allocated)
+            if (pair if mode == "fsdp2" else index) >= 1:
                 times[masked].append(time.perf_counter() - start)
     tensors = [*model.parameters()] + [p.grad for p in model.parameters() if p.grad is not None]
     tensors += [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor) and v.dim() > 0]
     held = sum(local_bytes(t) for t in tensors) + sum(m.numel() for m in pruner.masks.masks.values())
-    result: dict[str, Any] = {"rank": rank, "world": world, "mode": mode, "peak_rss_mb": rss.peak / 2**20, "tensor_mb": held / 2**20, "prune_s": prune_seconds}
-    result["step_s"] = statistics.median(times[True])
+    result: dict[str, Any] = {
+        "rank": rank, "world": world, "mode": mode, "runtime_rss_mb": runtime_mib, "built_rss_mb": built_mib,
+        "peak_rss_mb": peak.mib, "tensor_mb": held / 2**20, "prune_s": prune_seconds, "step_s": statistics.median(times[True]),
+    }
     if mode == "fsdp2":
         result["unmasked_step_s"] = statistics.median(times[False])
         result["overhead"] = [m / u for m, u in zip(times[True], times[False])]
@@ -136,36 +140,53 @@ def worker(mode: str, args: argparse.Namespace, weights: str, folder: str) -> No
     Path(folder, f"{mode}-{world}-rank{rank}.json").write_text(json.dumps(result))
 
 
+def prepare(folder: Path, random_init: bool) -> None:
+    """Save the config (and, from the asset, the weights) where every rank reads them."""
+    from transformers import LlamaConfig
+
+    (folder / "model.pt").unlink(missing_ok=True)
+    if random_init:
+        LlamaConfig(**SMOLLM2_135M).save_pretrained(folder)
+        return
+    model, _ = pa.llm.load_smollm2()
+    model.config.save_pretrained(folder)
+    torch.save(model.state_dict(), folder / "model.pt")
+
+
+def summary(config: str, ranks: list[dict[str, Any]]) -> str:
+    line = (f"{config}: peak RSS/rank {max(r['peak_rss_mb'] for r in ranks):.0f} MiB (runtime alone {max(r['runtime_rss_mb'] for r in ranks):.0f}), "
+            f"tensors/rank {max(r['tensor_mb'] for r in ranks):.0f} MiB, step {max(r['step_s'] for r in ranks):.2f} s")
+    if ranks[0]["mode"] == "fsdp2":
+        ratios = [statistics.median(r["overhead"]) for r in ranks]
+        line += (f", masked/unmasked {max(ratios):.3f} (median of {len(ranks[0]['overhead'])} pairs per rank, max over ranks); "
+                 f"masks: {ranks[0]['layers_equal_to_unsharded']}/{ranks[0]['layers']} layers equal to the unsharded cut, "
+                 f"digests equal on all ranks: {len({r['mask_digest'] for r in ranks}) == 1}, sparsity {ranks[0]['sparsity']:.3f}")
+    return line
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["fsdp2:2", "ddp:2", "fsdp2:4", "ddp:4"])
-    parser.add_argument("--steps", type=int, default=6, help="masked (and as many unmasked) steps measured")
+    parser.add_argument("--configs", nargs="+", default=["fsdp2:2", "ddp:2", "fsdp2:4", "ddp:4"], help="mode:ranks, mode fsdp2 or ddp")
+    parser.add_argument("--steps", type=int, default=6, help="timed masked (and as many unmasked) steps after one warm-up pair")
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per rank")
+    parser.add_argument("--random-init", action="store_true", help="SmolLM2-135M's architecture with random weights (no asset needed)")
     parser.add_argument("--out", type=Path, default=Path("runs/fsdp_smollm2.json"))
     args = parser.parse_args()
+    configs = [(mode, int(world)) for mode, world in (c.split(":") for c in args.configs)]
+    if any(mode not in ("fsdp2", "ddp") for mode, _ in configs):
+        parser.error("--configs: each is fsdp2:N or ddp:N")
     folder = args.out.parent / "fsdp_smollm2"
     folder.mkdir(parents=True, exist_ok=True)
-    weights = folder / "model.pt"
-    model, _ = pa.llm.load_smollm2()
-    weights_dir = weights.parent
-    model.config.save_pretrained(weights_dir)
-    torch.save(model.state_dict(), weights)
-    del model
-    gc.collect()
+    prepare(folder, args.random_init)
     results = []
-    for config in args.configs:
-        mode, world = config.split(":")
+    for mode, world in configs:
         start = time.perf_counter()
-        launch(worker, int(world), (mode, args, str(weights), str(folder)), threads=1)
-        ranks = [json.loads((folder / f"{mode}-{world}-rank{r}.json").read_text()) for r in range(int(world))]
-        results.append({"config": config, "wall_s": time.perf_counter() - start, "ranks": ranks})
-        peak = max(r["peak_rss_mb"] for r in ranks)
-        line = f"{config}: peak RSS/rank {peak:.0f} MiB, tensors/rank {max(r['tensor_mb'] for r in ranks):.0f} MiB, step {max(r['step_s'] for r in ranks):.2f} s"
-        if mode == "fsdp2":
-            ratios = [statistics.median(r["overhead"]) for r in ranks]
-            line += f", masked/unmasked {max(ratios):.3f} (median per rank, max over ranks); masks: {ranks[0]['layers_equal_to_unsharded']}/{ranks[0]['layers']} layers equal to the unsharded cut, digests equal on all ranks: {len({r['mask_digest'] for r in ranks}) == 1}"
-        print(line, flush=True)
+        launch(worker, world, (mode, args, str(folder)), threads=args.threads)
+        ranks = [json.loads((folder / f"{mode}-{world}-rank{r}.json").read_text()) for r in range(world)]
+        results.append({"config": f"{mode}:{world}", "wall_s": time.perf_counter() - start, "ranks": ranks})
+        print(summary(f"{mode}:{world}", ranks), flush=True)
         machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "load": os.getloadavg()}
         args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine, "results": results}, indent=1))
 
