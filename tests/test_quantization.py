@@ -236,7 +236,8 @@ def test_shipped_qat_recipe_and_spec_round_trip() -> None:
     assert spec.quantization.qat_enabled and spec.quantization.qat.epochs == 5
     assert RunSpec.from_mapping(spec.to_mapping()) == spec
     assert spec.with_overrides(epochs=50).quantization == spec.quantization
-    assert pa.Recipe.from_yaml(default_recipe_path("gmp_qat")) == spec.recipe  # the Pruner reads the same file
+    assert spec.recipe.quantization == spec.quantization  # the run's Pruner gets the qat stage from it
+    assert pa.Recipe.from_yaml(default_recipe_path("gmp_qat")) == spec.recipe.model_copy(update={"quantization": None})  # a run section
     assert "quantization" not in RunSpec.from_mapping(TINY_RUN).to_mapping()
 
 
@@ -261,7 +262,7 @@ def test_main_job_reports_an_int8_row(tmp_path: Path) -> None:
     assert rows[0][2] == f"{int8.accuracy:.2%}"
     assert "int8 conversion after quantization-aware training" in render_markdown(result)
     checkpoint = torch.load(out / "pruned" / "checkpoint.pt", weights_only=True)
-    assert checkpoint["qat"] is not None and any("activation_post_process" in key for key in checkpoint["qat"]["module"])
+    assert any("activation_post_process" in key for key in checkpoint["pruner"]["stages"]["qat"]["module"])  # the qat stage's state
 
 
 def test_crash_during_qat_then_resume_gives_identical_int8_model(tmp_path: Path) -> None:
@@ -276,8 +277,8 @@ def test_crash_during_qat_then_resume_gives_identical_int8_model(tmp_path: Path)
     weights, resumed_weights = torch.load(straight / "pruned_model.pt"), torch.load(interrupted / "pruned_model.pt")
     for name in weights:
         assert torch.equal(weights[name], resumed_weights[name]), name
-    quantizers = torch.load(straight / "pruned" / "checkpoint.pt")["qat"]["module"]
-    resumed_quantizers = torch.load(interrupted / "pruned" / "checkpoint.pt")["qat"]["module"]
+    quantizers = torch.load(straight / "pruned" / "checkpoint.pt")["pruner"]["stages"]["qat"]["module"]
+    resumed_quantizers = torch.load(interrupted / "pruned" / "checkpoint.pt")["pruner"]["stages"]["qat"]["module"]
     for name in quantizers:
         assert torch.equal(quantizers[name], resumed_quantizers[name]), name
     assert resumed.phases["int8"].accuracy == expected.phases["int8"].accuracy

@@ -1,9 +1,9 @@
 """The one place where a recipe's sections become stages, and an optional ``stages:`` list orders them.
 
 Default order: ``channels``, ``prune``, ``regularizer``, ``channel_regularizer``, ``regrow``,
-``splice``, ``rewind`` (each present when its section is). A ``stages:`` list names every stage
-of the run in order: section stages by those names, other stages by their registered name,
-with options as ``{type: name, option: value}``.
+``splice``, ``rewind``, ``qat`` (each present when its section is; ``qat`` from ``quantization.qat``).
+A ``stages:`` list names every stage of the run in order: section stages by those names, other
+stages by their registered name, with options as ``{type: name, option: value}``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from typing import Any
 from pruneaware.core.context import Context
 from pruneaware.core.registry import STAGES
 from pruneaware.core.stage import Stage
+from pruneaware.distributed.fsdp import adapt_stages, mask_set_for
 from pruneaware.core.errors import ConfigError
 from pruneaware.recipe import Recipe
 from pruneaware.stages import ChannelRegularization, ChannelRemoval, MaskUpdate, Regrowth, Regularization, Rewinding, Splicing
+from pruneaware.quantization.stage import QuantizationAwareTraining
 from pruneaware.stages.prune import keep_pruned
 
-SECTION_STAGES = ("channels", "prune", "regularizer", "channel_regularizer", "regrow", "splice", "rewind")
+SECTION_STAGES = ("channels", "prune", "regularizer", "channel_regularizer", "regrow", "splice", "rewind", "qat")
 
 
 def section_stages(recipe: Recipe, ctx: Context) -> dict[str, Stage]:
@@ -45,6 +47,8 @@ def section_stages(recipe: Recipe, ctx: Context) -> dict[str, Stage]:
         stages["splice"] = Splicing(splice, schedule)
     if spec is not None and spec.rewind is not None:
         stages["rewind"] = Rewinding(spec.rewind.build(ctx.module, schedule, spec.schedule.unit, ctx.length))
+    if recipe.quantization is not None and recipe.quantization.qat_enabled:
+        stages["qat"] = QuantizationAwareTraining(recipe.quantization.qat)
     return stages
 
 
@@ -71,6 +75,18 @@ def compose(recipe: Recipe, ctx: Context) -> list[Stage]:
     if len(set(names)) != len(names):
         raise ConfigError("recipe.stages", names, "each stage once (names must be unique: they key the checkpoint state)")
     return stages
+
+
+def assemble(recipe: Recipe, ctx: Context) -> list[Stage]:
+    """The run's stages on ``ctx``, each able to follow the others' structure changes, with the masks they share."""
+    stages = ctx.stages = compose(recipe, ctx)
+    changes_structure = any(stage.changes_structure for stage in stages)
+    for stage in stages:
+        if changes_structure and not stage.follows_structure:
+            raise stage.cannot_follow_structure()
+    ctx.masks = mask_set_for(recipe.scope.build(), ctx.module, keep_zeros=not changes_structure)  # names as in the bare model
+    ctx.stages = adapt_stages(stages, ctx)  # on fully_shard's shards: the stages that run there, or a refusal
+    return list(ctx.stages)
 
 
 def _user_stage(name: str, options: dict[str, Any], field: str) -> Stage:

@@ -42,6 +42,8 @@ class Context:
     gradients_pass: bool = False
     stages: Sequence[Any] = ()
     callbacks: list[Callable[[list[ParameterRemap]], None]] = field(default_factory=list)
+    training_module: nn.Module | None = None
+    """What training batches go through when a stage replaced the model for that (QAT's fake-quantized capture)."""
     _learning_rates: LearningRates | None = None
 
     @property

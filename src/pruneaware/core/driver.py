@@ -9,45 +9,33 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneaware.core.compose import as_recipe, compose
+from pruneaware.core.compose import as_recipe, assemble
 from pruneaware.core.context import Context
+from pruneaware.core.errors import UsageError
 from pruneaware.core.legacy import ATTRIBUTES, legacy_attribute
+from pruneaware.core.materialized import require_materialized
+from pruneaware.core.optimizer_hooks import LearningRates, StepHooks
+from pruneaware.core.progress import Progress
 from pruneaware.core.stage import Stage
 from pruneaware.core.state import STATE_FORMAT, load_state, save_state
-from pruneaware.distributed.fsdp import adapt_stages, mask_set_for
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
-from pruneaware.core.errors import UsageError
-from pruneaware.core.materialized import require_materialized
-from pruneaware.core.optimizer_hooks import LearningRates, attach_step_hooks, claim, release
 from pruneaware.probing.calibration import Calibration, LossFn
 from pruneaware.recipe import Recipe, TrainingLength
-from pruneaware.schedules import Schedule
 from pruneaware.structured.surgery import ParameterRemap
-from pruneaware.measure.sparsity import Summary, summarize
 
 __all__ = ["STATE_FORMAT", "Pruner"]
 
 
-class Pruner:
-    """Runs a recipe inside training: its stages (mask updates, regularizers, channel removal, ...) advanced every step.
+class Pruner(Progress):
+    """Runs a recipe inside training: its stages (mask updates, regularizers, channel removal, QAT, ...) advanced every step.
 
-    With an optimizer, a pre-step hook (stages read gradients, pruned gradients are zeroed) and a
-    post-step hook (stages update, masks enforced) make ``optimizer.step()`` all a loop calls.
-    Without one, call ``pruner.step()`` after each optimizer step (and ``pruner.before_step()``
-    before it when a stage reads gradients). Criteria that probe the model read the first batches
-    of ``calibration_data`` scored by ``loss_fn``; ``synflow`` and structured pruning need
-    ``example_inputs``. In a process group (``sync='auto'``) every rank adopts rank 0's decisions,
-    and a DistributedDataParallel ``model`` is rebuilt after channel removal: forward through
-    ``pruner.model``.
-
-    Example::
-
-        pruner = Pruner(model, optimizer, "recipe.yaml", steps_per_epoch=len(loader), epochs=10)
-        for epoch in range(10):
-            for x, y in loader:
-                loss = loss_fn(model(x), y) + pruner.penalty()
-                optimizer.zero_grad(); loss.backward(); optimizer.step()
-        pruner.finalize()
+    With an optimizer, its pre- and post-step hooks run the stages, so ``optimizer.step()`` is all a
+    loop calls; without one, call ``pruner.before_step()`` and ``pruner.step()`` around each step.
+    ``calibration_data`` scored by ``loss_fn`` feeds criteria that probe the model; structured
+    pruning, ``synflow`` and QAT need ``example_inputs``. In a process group (``sync='auto'``) every
+    rank adopts rank 0's decisions. Forward through ``pruner.training_module`` (a DistributedDataParallel
+    wrapper rebuilt after channel removal, QAT's fake-quantized capture). Reports (``summary``,
+    ``target_sparsity``, ...) come from ``Progress``. See docs/architecture.md.
     """
 
     def __init__(
@@ -69,32 +57,25 @@ class Pruner:
         if total_steps is None and steps_per_epoch and epochs:
             total_steps = steps_per_epoch * epochs
         length = TrainingLength(steps_per_epoch=steps_per_epoch, total_steps=total_steps)
-        ctx = self.ctx = Context(model, optimizer, None, length, Calibration(calibration_data, loss_fn, example_inputs), resolve_sync(sync), example_inputs)  # type: ignore[arg-type]
-        self.stages = compose(self.recipe, ctx)
-        ctx.stages = self.stages
-        changes_structure = any(stage.changes_structure for stage in self.stages)
-        for stage in self.stages:
-            if changes_structure and not stage.follows_structure:
-                raise stage.cannot_follow_structure()
-        ctx.masks = mask_set_for(self.recipe.scope.build(), ctx.module, keep_zeros=not changes_structure)  # names as in the bare model
-        self.stages = ctx.stages = adapt_stages(self.stages, ctx)  # on fully_shard's shards: the stages that run there, or a refusal
+        calibration = Calibration(calibration_data, loss_fn, example_inputs)
+        ctx = self.ctx = Context(model, optimizer, None, length, calibration, resolve_sync(sync), example_inputs)  # type: ignore[arg-type]
+        self.stages = assemble(self.recipe, ctx)
         ctx._learning_rates = LearningRates(optimizer, ctx.params) if optimizer is not None else None
         for stage in self.stages:
             stage.setup(ctx)
-        if optimizer is not None:
-            claim(optimizer, self)
-        self._hooks = attach_step_hooks(optimizer, self._before_step, self._after_step) if optimizer is not None else []
+        self._hooks = StepHooks(optimizer, self, self._before_step, self._after_step)
         self.finalized = False
         self._update(enforce=False)
 
     model = property(lambda self: self.ctx.model, doc="The model (a rebuilt DistributedDataParallel wrapper after channel removal).")
+    training_module = property(lambda self: self.ctx.training_module or self.ctx.model, doc="What training batches go through: ``model``, or a stage's replacement (QAT).")
     masks = property(lambda self: self.ctx.masks, doc="The MaskSet owning every mask.")
     length = property(lambda self: self.ctx.length, doc="The training length that times resolve against.")
     step_count = property(lambda self: self.ctx.step, doc="Optimizer steps taken so far.")
     params = property(lambda self: self.ctx.params, doc="The parameters in the recipe's scope, by name (current objects).")
 
     def stage(self, name: str) -> Stage:
-        """The stage called ``name`` (``prune``, ``channels``, ``regularizer``, ...)."""
+        """The stage called ``name`` (``prune``, ``channels``, ``regularizer``, ``qat``, ...)."""
         for stage in self.stages:
             if stage.name == name:
                 return stage
@@ -129,7 +110,7 @@ class Pruner:
     def _refuse_if_hooked(self, method: str) -> None:
         if self.finalized:
             raise UsageError(f"pruner.{method}() after finalize(): the pruner is detached; build a new Pruner to prune again")
-        if self._hooks:
+        if self._hooks.handles:
             raise UsageError(
                 f"this pruner already runs through optimizer.step(); calling pruner.{method}() as well would "
                 "advance it twice per step. Drive it by hand only with Pruner(model, None, recipe, ...)"
@@ -158,27 +139,8 @@ class Pruner:
         if enforce and not self.ctx.masks_updated:
             self.ctx.masks.apply_()
 
-    def target_sparsity(self) -> float:
-        """The sparsity the run aims for now: the last stage that sets a target (mask stages follow channel removal)."""
-        targets = [t for t in (stage.target(self.ctx) for stage in self.stages) if t is not None]
-        return targets[-1] if targets else 0.0
-
-    def target_schedule(self) -> Schedule | None:
-        """The schedule behind ``target_sparsity`` (for plots), or None."""
-        schedules = [stage.schedule for stage in self.stages if stage.schedule is not None]
-        return schedules[-1] if schedules else None
-
-    def last_change_step(self) -> int | None:
-        """The step after which no stage changes a mask or a shape (None: a stage re-decides masks at every step)."""
-        steps = [stage.last_change(self.ctx) for stage in self.stages]
-        return None if None in steps else max([0, *steps])
-
-    def summary(self) -> Summary:
-        """Per-layer and total sparsity counted from the weights themselves."""
-        return summarize(self.model, self.params, target=self.target_sparsity())
-
     def finalize(self) -> nn.Module:
-        """Make the sparsity permanent: stages fold in their effect, pruned weights are zeroed, the optimizer detached.
+        """Make the sparsity permanent (stages fold in their effect, pruned weights zeroed) and detach from the optimizer.
 
         The model is an ordinary module before and after; it stays trainable without a pruner.
         """
@@ -189,19 +151,15 @@ class Pruner:
         self.finalized = True
         return self.model
 
+    def remove_hooks(self) -> None:
+        """Detach from the optimizer (``finalize`` does this too)."""
+        self._hooks.remove()
+
     def on_structure_change(self, callback: Callable[[list[ParameterRemap]], None]) -> None:
         """Call ``callback(remaps)`` after each channel removal, once the optimizer, masks, stages and a DDP wrapper followed."""
         self.ctx.callbacks.append(callback)
 
-    def remove_hooks(self) -> None:
-        """Detach from the optimizer (``finalize`` does this too)."""
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
-        if self.optimizer is not None:
-            release(self.optimizer, self)
-
-    # -- checkpointing --------------------------------------------------------------------------
+    # -- checkpoint state (core/state.py) ------------------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-for-bit: step, masks and each stage's state (format 2)."""

@@ -41,3 +41,11 @@ def upgrade_state(state: Mapping[str, Any]) -> dict[str, Any]:
     if state.get("regularizer"):
         stages["regularizer"] = dict(state["regularizer"])
     return {"format": 2, "recipe": state["recipe"], "step": state["step"], "masks": state["masks"], "stages": stages}
+
+
+def with_stage_state(state: Mapping[str, Any], stage: str, stage_state: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A pruner ``state`` (format 1 or 2) with ``stage_state`` under ``stage``: job checkpoints of earlier releases kept QAT's beside it."""
+    if stage_state is None:
+        return state
+    upgraded = upgrade_state(state) if state.get("format") == 1 else dict(state)
+    return {**upgraded, "stages": {**upgraded.get("stages", {}), stage: dict(stage_state)}}

@@ -56,6 +56,24 @@ def release(optimizer: torch.optim.Optimizer, owner: object) -> None:
         del optimizer._pruneaware_owner  # type: ignore[attr-defined]
 
 
+class StepHooks:
+    """A Pruner's attachment to its optimizer: claimed (one Pruner per optimizer) and hooked before and after every step."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer | None, owner: object, before: Callable[[], None], after: Callable[[], None]):
+        self.optimizer, self.owner = optimizer, owner
+        if optimizer is not None:
+            claim(optimizer, owner)
+        self.handles = attach_step_hooks(optimizer, before, after) if optimizer is not None else []
+
+    def remove(self) -> None:
+        """Detach from the optimizer; removing twice does nothing."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles = []
+        if self.optimizer is not None:
+            release(self.optimizer, self.owner)
+
+
 class LearningRates:
     """The current learning rate of each pruned parameter, read from the param group that holds it (proximal updates need it).
 

@@ -96,14 +96,13 @@ def build_trainer(
     """The trainer of one phase; both phases start from the same initial (or pretrained) weights."""
     model = inputs.build_model()
     recipe = spec.recipe if phase == "pruned" else None
-    qat = spec.quantization.qat if phase == "pruned" else None
     step_log = None
     if log_steps:
         example = head(inputs.data.test, 1)[0].to(inputs.device)
         step_log = StepLog(directory / phase / "steps.csv", directory / "tensorboard" / phase, spec.train.log_every, example)
     return PhaseTrainer(
         phase, model, inputs.data.train, inputs.data.test, spec.train, directory / phase,
-        recipe=recipe, callbacks=callbacks, qat=qat, task=inputs.task, device=inputs.device, step_log=step_log,
+        recipe=recipe, callbacks=callbacks, task=inputs.task, device=inputs.device, step_log=step_log,
     )
 
 

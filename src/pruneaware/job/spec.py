@@ -59,9 +59,13 @@ class RunSpec(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     recipe: Recipe
+    """The recipe, with the file's ``quantization:`` section (the ``qat`` stage) when it has one."""
     train: TrainSpec
-    quantization: QuantizationSpec = QuantizationSpec()
-    """QAT in the last epochs of the pruned run and an int8 model in the report (docs/quantization.md)."""
+
+    @property
+    def quantization(self) -> QuantizationSpec:
+        """QAT in the last epochs of the pruned run and an int8 model in the report (docs/quantization.md)."""
+        return self.recipe.quantization or QuantizationSpec()
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> RunSpec:
@@ -71,16 +75,17 @@ class RunSpec(BaseModel):
             train = TrainSpec.model_validate(train_data)
         except ValidationError as error:
             raise _train_error(error, train_data) from None
-        quantization = QuantizationSpec.from_mapping(data.pop("quantization", None))
-        return cls(recipe=Recipe.from_dict(data), train=train, quantization=quantization)
+        quantization = QuantizationSpec.from_mapping(data.pop("quantization", None))  # errors named quantization.<field>
+        if quantization.qat is not None:
+            data["quantization"] = quantization
+        return cls(recipe=Recipe.from_dict(data), train=train)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RunSpec:
         return cls.from_mapping(read_yaml_mapping(path))
 
     def to_mapping(self) -> dict[str, Any]:
-        quantization = {"quantization": self.quantization.model_dump(mode="json")} if self.quantization.qat is not None else {}
-        return {**self.recipe.to_dict(), "train": self.train.model_dump(mode="json"), **quantization}
+        return {**self.recipe.to_dict(), "train": self.train.model_dump(mode="json")}
 
     def with_overrides(self, **train_fields: Any) -> RunSpec:
         """A copy with some ``train`` fields replaced (CLI flags); ``None`` values are ignored."""

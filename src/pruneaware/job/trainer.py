@@ -23,7 +23,8 @@ from pruneaware.job.spec import TrainSpec
 from pruneaware.job.steplog import StepLog
 from pruneaware.job.task import CLASSIFICATION, Task
 from pruneaware.core.driver import Pruner
-from pruneaware.quantization import QATSpec, QATStage
+from pruneaware.core.legacy import with_stage_state
+from pruneaware.quantization.stage import QuantizationAwareTraining
 from pruneaware.recipe import Recipe
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,6 @@ class PhaseTrainer:
         directory: Path,
         recipe: Recipe | None = None,
         callbacks: Sequence[StepCallback] = (),
-        qat: QATSpec | None = None,
         task: Task = CLASSIFICATION,
         device: torch.device | None = None,
         step_log: StepLog | None = None,
@@ -144,20 +144,18 @@ class PhaseTrainer:
             if recipe
             else None
         )
-        self.qat = (  # fake-quantized training in the last epochs, once the pruner's masks are final
-            QATStage(qat, model, self.pruner, example[0], steps_per_epoch=self.steps_per_epoch, epochs=spec.epochs, distributed=self.world.distributed)
-            if qat is not None and qat.enabled
-            else None
-        )
         self.history: list[EpochRecord] = []
         self.epoch = 0
 
     @property
     def network(self) -> nn.Module:
         """What batches go through: the model, or its DDP wrapper (the pruner's, rebuilt after channel removal), or its fake-quantized capture during QAT."""
-        if self.qat is not None and self.qat.active:
-            return self.qat.module
-        return self.pruner.model if self.pruner is not None else self._wrapped
+        return self.pruner.training_module if self.pruner is not None else self._wrapped
+
+    @property
+    def qat(self) -> QuantizationAwareTraining | None:
+        """The pruner's ``qat`` stage (the recipe's ``quantization:`` section), if it has one."""
+        return next((stage for stage in self.pruner.stages if isinstance(stage, QuantizationAwareTraining)), None) if self.pruner else None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -173,8 +171,6 @@ class PhaseTrainer:
         while self.epoch < self.spec.epochs:
             started, loss_sum = time.perf_counter(), 0.0
             order = epoch_order(self.spec.seed, self.epoch, len(self.train_data))  # type: ignore[arg-type]
-            if self.qat is not None:
-                self.qat.begin_if_due(self.epoch)
             for batch in order.split(self.spec.batch_size):
                 loss = self._batch_loss(batch)
                 if self.pruner is not None:
@@ -247,7 +243,6 @@ class PhaseTrainer:
             "optimizer": self.optimizer.state_dict(),
             "lr_schedule": self.lr_schedule.state_dict(),
             "pruner": self.pruner.state_dict() if self.pruner else None,
-            "qat": self.qat.state_dict() if self.qat else None,
             "rng": checkpoint.rng_state(),
             "history": [asdict(record) for record in self.history],
         }
@@ -270,11 +265,9 @@ class PhaseTrainer:
             ) from None
 
     def _load_state(self, state: dict[str, object]) -> None:
-        if self.pruner is not None:  # first: it replays channel removals, so the shapes below match
-            self.pruner.load_state_dict(state["pruner"])
+        if self.pruner is not None:  # first: it replays channel removals (and captures QAT's module again), so the shapes below match
+            self.pruner.load_state_dict(with_stage_state(state["pruner"], "qat", state.get("qat")))  # earlier releases kept QAT's beside it
         self.model.load_state_dict(state["model"])
-        if self.qat is not None:  # before the RNG state, so capturing the model again cannot shift it
-            self.qat.load_state_dict(state.get("qat"), int(state["epoch"]))
         self.optimizer.load_state_dict(state["optimizer"])
         self.lr_schedule.load_state_dict(state["lr_schedule"])
         checkpoint.restore_rng_state(state["rng"])

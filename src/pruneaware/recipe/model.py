@@ -25,6 +25,7 @@ from pruneaware.rules.regrow import Regrow
 from pruneaware.regularizers.base import L1, Regularizer
 from pruneaware.regularizers import L0, SRSTE
 from pruneaware.regularizers.movement import SoftMovement, TopKMovement
+from pruneaware.quantization.spec import QuantizationSpec
 from pruneaware.rules.rewind import Rewind
 from pruneaware.core.scope import DEFAULT_MODULE_TYPES, Scope
 from pruneaware.rules.splice import Splice
@@ -305,6 +306,8 @@ class Recipe(_Spec):
     structured: StructuredSpec | None = None
     stages: tuple[str | dict[str, Any], ...] | None = None
     """Optional: every stage of the run in order, section stages by name (prune, channels, ...), others as ``{type: name, ...options}``."""
+    quantization: QuantizationSpec | None = None
+    """Optional: QAT over the run's last epochs (the ``qat`` stage); needs the Pruner's ``steps_per_epoch``, ``epochs`` and ``example_inputs``."""
 
     @field_validator("version", mode="before")
     @classmethod
@@ -351,14 +354,14 @@ class Recipe(_Spec):
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> Recipe:
-        """Load a recipe file (the ``train:`` and ``quantization:`` sections, used by the CLI, are ignored here)."""
+        """Load a recipe file; its ``train:`` and ``quantization:`` sections belong to the run (``RunSpec``) and are ignored here."""
         data = read_yaml_mapping(source)
         data.pop("train", None)
         data.pop("quantization", None)
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"quantization"} if self.quantization is None else None)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -366,6 +369,7 @@ class Recipe(_Spec):
     def fingerprint(self) -> str:
         """Stable short hash of the recipe's content, stored in checkpoints to catch mismatched resumes."""
         content = {key: value for key, value in self.to_dict().items() if key != "stages" or value is not None}  # as before 'stages' existed
+        content.pop("quantization", None)  # the qat stage checks its own state, so runs saved before it was a stage resume
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:12]
 
 
