@@ -8,7 +8,7 @@ from torch import nn
 
 from pruneaware import Pruner, Recipe, methods
 from pruneaware.criteria import CRITERIA, Fisher
-from pruneaware.probing import OBD, Calibration
+from pruneaware.criteria.probing import OBD, Calibration
 
 CURVATURE = torch.tensor([4.0, 1.0, 0.25, 9.0, 0.5, 2.0])
 """The Hessian diagonal H_ii of the toy quadratics below."""

@@ -8,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pruneaware import ConfigError, Pruner, Recipe, methods
-from pruneaware.probing import SNIP, Calibration, GraSP, SynFlow
+from pruneaware.criteria.probing import SNIP, Calibration, GraSP, SynFlow
 from pruneaware.schedules import geometric_targets
 
 

@@ -26,6 +26,8 @@ MOVED: dict[str, str] = {
     "pruneaware.masks": "pruneaware.core.masks",
     "pruneaware.materialized": "pruneaware.core.materialized",
     "pruneaware.optimizer_hooks": "pruneaware.core.optimizer_hooks",
+    "pruneaware.probing": "pruneaware.criteria.probing",
+    "pruneaware.probing.calibration": "pruneaware.core.calibration",
     "pruneaware.pruner": "pruneaware.core.driver",
     "pruneaware.recipe_bounds": "pruneaware.recipe.bounds",
     "pruneaware.recipes": "pruneaware.methods",

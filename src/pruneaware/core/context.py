@@ -15,7 +15,7 @@ from pruneaware.distributed.sync import RankZeroSync
 from pruneaware.core.errors import UsageError
 from pruneaware.core.masks import MaskSet
 from pruneaware.core.optimizer_hooks import LearningRates
-from pruneaware.probing.calibration import Calibration
+from pruneaware.core.calibration import Calibration
 from pruneaware.recipe.schedules import TrainingLength
 from pruneaware.structured.graph import unwrap_model
 from pruneaware.structured.surgery import ParameterRemap, remap_optimizer

@@ -19,7 +19,7 @@ from pruneaware.core.progress import Progress
 from pruneaware.core.stage import Stage
 from pruneaware.core.state import STATE_FORMAT, load_state, save_state
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
-from pruneaware.probing.calibration import Calibration, LossFn
+from pruneaware.core.calibration import Calibration, LossFn
 from pruneaware.recipe import Recipe, TrainingLength
 from pruneaware.structured.surgery import ParameterRemap
 

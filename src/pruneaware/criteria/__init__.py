@@ -6,6 +6,7 @@ magnitude, random, taylor, movement, fisher; ``probing``: snip, grasp, synflow, 
 """
 
 from pruneaware.criteria.element import CRITERIA, Criterion, Fisher, Magnitude, Movement, Random, Taylor
+from pruneaware.criteria import probing as _probing  # noqa: F401  (registers snip, grasp, synflow, obd)
 from pruneaware.criteria import wanda as _wanda  # noqa: F401  (registers "wanda")
 
 __all__ = ["CRITERIA", "Criterion", "Fisher", "Magnitude", "Movement", "Random", "Taylor"]

@@ -17,7 +17,7 @@ from pruneaware.core.errors import UsageError
 from pruneaware.core.registry import Registry
 
 if TYPE_CHECKING:
-    from pruneaware.probing.calibration import Calibration
+    from pruneaware.core.calibration import Calibration
 
 
 class Criterion:

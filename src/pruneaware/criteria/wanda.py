@@ -12,8 +12,8 @@ from pruneaware.llm.batches import calibration_inputs
 from pruneaware.llm.blocks import calibration_mode
 from pruneaware.llm.statistics import collect_statistics
 from pruneaware.llm.wanda import wanda_scores
-from pruneaware.probing.base import ProbingCriterion, positive_int
-from pruneaware.probing.calibration import Calibration
+from pruneaware.criteria.probing.base import ProbingCriterion, positive_int
+from pruneaware.core.calibration import Calibration
 
 
 @CRITERIA.register("wanda")

@@ -18,7 +18,7 @@ from pruneaware.integrations.deferred import DeferredWeights
 from pruneaware.recipe.shipped import resolve_recipe
 from pruneaware.integrations.sharded_state import gather, has_shards, reshard
 from pruneaware.integrations.training import backward_penalty, sample_batch
-from pruneaware.probing.calibration import LossFn
+from pruneaware.core.calibration import LossFn
 from pruneaware.core.driver import Pruner
 from pruneaware.recipe import Recipe
 

@@ -10,8 +10,8 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from pruneaware.criteria import CRITERIA
-from pruneaware.probing.base import ProbingCriterion, positive_int
-from pruneaware.probing.calibration import Calibration
+from pruneaware.criteria.probing.base import ProbingCriterion, positive_int
+from pruneaware.core.calibration import Calibration
 
 
 ADDITIVE = ("bias", "running_mean")

@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 
 from pruneaware.criteria import CRITERIA
-from pruneaware.probing.base import ProbingCriterion, positive_int
-from pruneaware.probing.calibration import Calibration
-from pruneaware.probing.gradients import summed_gradients
+from pruneaware.criteria.probing.base import ProbingCriterion, positive_int
+from pruneaware.core.calibration import Calibration
+from pruneaware.criteria.probing.gradients import summed_gradients
 
 
 @CRITERIA.register("snip")

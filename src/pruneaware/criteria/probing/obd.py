@@ -8,9 +8,9 @@ import torch
 from torch import Tensor, nn
 
 from pruneaware.criteria import CRITERIA
-from pruneaware.probing.base import ProbingCriterion, positive_int
-from pruneaware.probing.calibration import Calibration
-from pruneaware.probing.gradients import hessian_vector_products
+from pruneaware.criteria.probing.base import ProbingCriterion, positive_int
+from pruneaware.core.calibration import Calibration
+from pruneaware.criteria.probing.gradients import hessian_vector_products
 
 
 @CRITERIA.register("obd")

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from pruneaware.criteria import Criterion
 from pruneaware.core.errors import ConfigError, UsageError
-from pruneaware.probing.calibration import Calibration, untouched
+from pruneaware.core.calibration import Calibration, untouched
 
 
 def positive_int(option: str, value: object) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pruneaware.probing.calibration import Calibration
+from pruneaware.core.calibration import Calibration
 
 
 def summed_gradients(model: nn.Module, params: Sequence[Tensor], calibration: Calibration, batches: Sequence[Any]) -> list[Tensor]:
