@@ -92,6 +92,11 @@ class Budgets:
     macs: float | None = None
     params: float | None = None
 
+    def partial(self, progress: float, dense_ms: float) -> Budgets:
+        """These budgets moved only ``progress`` (0..1) of the way from the dense model's resources."""
+        step = lambda budget, dense: None if budget is None else dense - progress * (dense - budget)  # noqa: E731
+        return Budgets(step(self.latency_ms, dense_ms), step(self.macs, 1.0), step(self.params, 1.0))
+
 
 def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budgets: Budgets, round_to: int) -> dict[int, int]:
     """Final width per group (by index) meeting every budget, or as close as the floors allow."""

@@ -29,23 +29,24 @@ class LatencyAllocation(Stage):
     At each update of the structured schedule it measures every group's sensitivity on calibration
     batches, searches widths (multiples of ``round_to`` that the table shows to be faster than every
     wider one) meeting the latency, MACs and params budgets, and removes the schedule's share of the
-    way there. Budgets: the structured target's, plus ``macs``/``params`` fractions given here.
+    way there. Budgets: the structured target's, plus ``macs``/``params``/``latency`` fractions of the dense model given
+    here (``latency`` lets a MACs or params target also hold the predicted latency down).
     """
 
     name = "latency_allocation"
     follows_structure = True
 
     def __init__(self, macs: float | None = None, params: float | None = None, batches: int = 2, round_to: int = 8,
-                 backend: str = "torch", batch: int = 1, threads: int | None = None):
-        for field, value in (("macs", macs), ("params", params)):
+                 backend: str = "torch", batch: int = 1, threads: int | None = None, latency: float | None = None):
+        for field, value in (("macs", macs), ("params", params), ("latency", latency)):
             if value is not None and not 0 < value < 1:
                 raise ConfigError(f"stages.latency_allocation.{field}", value, "a fraction of the dense model between 0 and 1")
         if not (isinstance(round_to, int) and round_to >= 1):
             raise ConfigError("stages.latency_allocation.round_to", round_to, "an integer >= 1")
-        self.macs, self.params, self.batches, self.round_to = macs, params, batches, round_to
+        self.macs, self.params, self.latency, self.batches, self.round_to = macs, params, latency, batches, round_to
         self.options = {"backend": backend, "batch": batch, "threads": threads}
         self.table: LatencyTable | None = None
-        self._plan: tuple[int, dict[int, int], list[GroupInfo]] | None = None
+        self._plan: tuple[int, list[GroupInfo]] | None = None
 
     def setup(self, ctx: Context) -> None:
         from pruneaware.stages.channels import ChannelRemoval
@@ -57,8 +58,10 @@ class LatencyAllocation(Stage):
         target = self.channels.target
         self.table = getattr(target, "table", None) or latency_table(ctx.module, ctx.example_inputs, round_to=self.round_to, **self.options)
         kind = getattr(target, "kind", None)
+        budgets_ms = [target.budget_ms(self.channels._dense_resource)] if kind == "latency" else []
+        budgets_ms += [self.latency * self.table.dense_ms] if self.latency is not None else []
         self.budgets = Budgets(
-            latency_ms=target.budget_ms(self.channels._dense_resource) if kind == "latency" else None,
+            latency_ms=min(budgets_ms) if budgets_ms else None,
             macs=self.macs if self.macs is not None else (target.fraction if kind == "macs" else None),
             params=self.params if self.params is not None else (target.fraction if kind == "params" else None),
         )
@@ -68,20 +71,24 @@ class LatencyAllocation(Stage):
         self.channels.allocator = self
 
     def groups(self, channels: Any) -> list[Any]:
-        """The groups to remove at the channel pruner's current update (and trial ratio, while it bisects to a target)."""
+        """The groups to remove at the channel pruner's current update (and trial ratio, while it bisects to a target).
+
+        The widths come from a search under the budgets moved the schedule's share of the way from dense, so each
+        update (and each trial of a bisection to the target) cuts where the next step of resources costs least loss.
+        """
         index = channels.ranker.current_step
-        if self._plan is None or self._plan[0] != index:
-            self._plan = (index, *self._allocate(channels))
-        _, final, infos = self._plan
         ratio = channels.ranker.per_step_pruning_ratio[index + 1]
         progress = min(ratio / channels.schedule.final, 1.0) if channels.schedule.final else 1.0
+        if progress <= 0:  # the schedule asks nothing yet: no sensitivity to measure
+            return []
+        if self._plan is None or self._plan[0] != index:
+            self._plan = (index, self._allocate(channels))
+        _, infos = self._plan
+        widths = search(self.table, self.ctx.module, infos, self.budgets.partial(progress, self.table.dense_ms), self.round_to)
         chosen = []
         graph = channels.ranker.DG
         for number, info in enumerate(infos):
-            start = channels._initial_out[info.root]
-            keep = start - progress * (start - final[number])
-            keep = max(final[number], math.ceil(keep / self.round_to) * self.round_to)
-            current = graph.get_out_channels(info.root)
+            keep, current = widths[number], graph.get_out_channels(info.root)
             if keep >= current:
                 continue
             handler = info.group[0].dep.handler
@@ -91,7 +98,7 @@ class LatencyAllocation(Stage):
             chosen.append(graph.get_pruning_group(info.root, handler, sorted(order[: current - keep])))
         return chosen
 
-    def _allocate(self, channels: Any) -> tuple[dict[int, int], list[GroupInfo]]:
+    def _allocate(self, channels: Any) -> list[GroupInfo]:
         ranker, model = channels.ranker, self.ctx.module
         names = {id(module): name for name, module in model.named_modules()}
         batches = self.ctx.calibration.batches("latency_allocation", self.batches)
@@ -121,8 +128,8 @@ class LatencyAllocation(Stage):
             floor = math.ceil(math.ceil(start * (1 - channels.max_layer_ratio)) / self.round_to) * self.round_to
             infos.append(GroupInfo(group, root, outs, ins, width, min(floor, width), points))
         final = search(self.table, model, infos, self.budgets, self.round_to)
-        log.info("latency allocation: widths %s", {names.get(id(i.root)): final[n] for n, i in enumerate(infos)})
-        return final, infos
+        log.info("latency allocation: widths at the full budgets %s", {names.get(id(i.root)): final[n] for n, i in enumerate(infos)})
+        return infos
 
     def structure_changed(self, ctx: Context, remaps: Sequence[ParameterRemap]) -> None:
         """The plan's groups refer to replaced parameters: it is made afresh (sensitivity re-measured) at the next update."""
