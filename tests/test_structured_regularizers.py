@@ -14,7 +14,7 @@ from torch.nn import functional as F
 import pruneaware as pa
 from pruneaware.models import build_model
 from pruneaware.criteria.channel import normalized
-from pruneaware.structured.regularizers import GroupLasso, adaptive_weights, safe_norm
+from pruneaware.regularizers.channel import GroupLasso, adaptive_weights, safe_norm
 
 torch.set_num_threads(1)
 _DATA = torch.Generator().manual_seed(0)

@@ -41,6 +41,7 @@ MOVED: dict[str, str] = {
     "pruneaware.scope": "pruneaware.core.scope",
     "pruneaware.splice": "pruneaware.rules.splice",
     "pruneaware.structured.importance": "pruneaware.criteria.channel",
+    "pruneaware.structured.regularizers": "pruneaware.regularizers.channel",
     "pruneaware.summary": "pruneaware.measure.sparsity",
     "pruneaware.yaml_loading": "pruneaware.recipe.yaml_loading",
 }

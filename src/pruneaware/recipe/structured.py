@@ -61,7 +61,7 @@ class ChannelRegularizerSpec(_Spec):
         return self
 
     def build(self, channels: Any) -> Any:
-        from pruneaware.structured.regularizers import build_channel_regularizer
+        from pruneaware.regularizers.channel import build_channel_regularizer
 
         return build_channel_regularizer(self.type, channels, self.strength, self.alpha)
 

@@ -1,4 +1,4 @@
-"""Element regularizers: a penalty or proximal update (L1), or a reparametrization of the weights through a dense shadow (L0 gates, SR-STE, learned movement scores)."""
+"""Regularizers: on elements a penalty or proximal update (L1) or a reparametrization through a dense shadow (L0 gates, SR-STE, learned movement scores); on channel groups the penalties of ``regularizers.channel``."""
 
 from pruneaware.regularizers.base import L1, Regularizer
 from pruneaware.regularizers.l0 import L0

@@ -15,7 +15,7 @@ from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.build import latency_table
 from pruneaware.hardware.layers import TIMED, layer_widths
 from pruneaware.hardware.table import LatencyTable
-from pruneaware.structured.regularizers import safe_norm
+from pruneaware.regularizers.channel import safe_norm
 from pruneaware.structured.slicing import ChannelLayout
 from pruneaware.structured.surgery import ParameterRemap
 
