@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from torch import nn
 
 from pruneaware.core.errors import StateError, UsageError
 from pruneaware.integrations.deferred import DeferredWeights
+from pruneaware.integrations.sharded_state import gather, has_shards, reshard
 from pruneaware.recipe.shipped import resolve_recipe
 from pruneaware.integrations.training import backward_penalty, sample_batch
 from pruneaware.job import checkpoint
@@ -95,8 +97,10 @@ class PruningCallback(TrainerCallback):
             calibration_data=[(batch, None)] if isinstance(batch, Mapping) else None,
             loss_fn=lambda outputs, _: outputs.loss,
         )
+        _warn_if_fsdp_was_dropped(args, model)
         if resuming:
-            self._pruner.load_state_dict(checkpoint.load(_state_path(args, state, must_exist=True)))
+            saved, template = checkpoint.load(_state_path(args, state, must_exist=True)), self._pruner.state_dict()
+            self._pruner.load_state_dict(reshard(saved, template) if has_shards(template) else saved)  # FSDP2: this rank's shards of the whole tensors
         if saved_optimizer is not None:
             torch_optimizer.load_state_dict(saved_optimizer)
         if self._deferred is not None:
@@ -108,8 +112,13 @@ class PruningCallback(TrainerCallback):
             backward_penalty(self._pruner)
 
     def on_save(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
-        if self._pruner is not None and state.is_world_process_zero:
-            checkpoint.atomic_save(self._pruner.state_dict(), _state_path(args, state, must_exist=False))
+        if self._pruner is None:
+            return
+        pruner_state = self._pruner.state_dict()
+        if has_shards(pruner_state):  # FSDP2 (accelerate's fully_shard): every rank saves, so every rank gathers its shards
+            pruner_state = gather(pruner_state)
+        if state.is_world_process_zero:
+            checkpoint.atomic_save(pruner_state, _state_path(args, state, must_exist=False))
 
     def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any) -> None:
         if self._pruner is not None:
@@ -131,6 +140,22 @@ def _state_path(args: TrainingArguments, state: TrainerState, *, must_exist: boo
     if not must_exist and not folder.is_dir():
         raise StateError(f"the Trainer saved no checkpoint folder {str(folder)!r}; hyperparameter-search run folders are not supported")
     return path
+
+
+def _warn_if_fsdp_was_dropped(args: TrainingArguments, model: nn.Module) -> None:
+    """Say so when the arguments ask for FSDP but the model was not sharded: accelerate applies its FSDP plugin only on accelerators, not on CPU."""
+    from torch.distributed.tensor import DTensor
+
+    if getattr(args, "fsdp_plugin_args", None) is None or any(isinstance(p, DTensor) for p in model.parameters()):
+        return
+    if any(type(module).__name__ == "FullyShardedDataParallel" for module in model.modules()):
+        return  # FSDP1: the Pruner refuses it by itself
+    warnings.warn(
+        "TrainingArguments ask for FSDP, but accelerate did not shard the model (it attaches its FSDP plugin to multi-process "
+        "GPU and other accelerator runs only, not on CPU, where the Trainer falls back to DDP): every rank holds the whole "
+        "model, and the pruner keeps whole masks",
+        stacklevel=2,
+    )
 
 
 def _torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
