@@ -125,3 +125,9 @@ def test_lightning_fsdp2_resumes_from_its_checkpoint_bit_exactly(tmp_path: Path)
     for rank in ranks:
         assert rank["stopped_at"] == 4
         assert rank["resumed"]["masks"] == rank["uninterrupted"]["masks"] and rank["resumed"]["weights"] == rank["uninterrupted"]["weights"]
+
+
+def test_lightning_fsdp_strategy_is_refused_on_cpu_by_lightning_itself() -> None:
+    """Why FSDPStrategy (FSDP1) is not tested here; on a GPU the Pruner refuses FSDP1 by name (tests/test_fsdp.py)."""
+    with pytest.raises(ValueError, match="requires a GPU accelerator"):
+        pl.Trainer(accelerator="cpu", devices=2, strategy="fsdp", logger=False)
