@@ -13,6 +13,7 @@ from torch.nn import functional as F
 import pruneaware as pa
 from pruneaware.data import load_dataset
 from pruneaware.core.errors import ConfigError, StateError
+from pruneaware.core.legacy import with_stage_state
 from pruneaware.job.run import check_run, prepare_run_directory, run_job
 from pruneaware.job.spec import RunSpec
 from pruneaware.recipe.shipped import default_recipe_path
@@ -190,6 +191,78 @@ def test_batch_norm_folded_into_int8_convolutions_keeps_the_zeros(digits) -> Non
 def test_prepare_refuses_a_batch_of_one() -> None:
     with pytest.raises(ConfigError, match="example_inputs"):
         prepare_qat(build_model("mlp", (4,), 3), torch.randn(1, 4))
+
+
+# -- the qat stage in a Pruner ---------------------------------------------------------------------
+
+QAT_RECIPE = {**GMP, "quantization": {"qat": {"epochs": 1}}}  # digits: 23 steps per epoch, masks settle at step 40
+
+
+def qat_pruner(digits, recipe: dict, **pruner_options: object) -> tuple[torch.nn.Module, torch.optim.Optimizer, pa.Pruner]:
+    torch.manual_seed(0)
+    model = build_model("mlp", digits.input_shape, digits.num_classes, hidden=(64,))
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    options = {"steps_per_epoch": 23, "epochs": 3, "example_inputs": digits.train.tensors[0][:64], **pruner_options}
+    return model, optimizer, pa.Pruner(model, optimizer, recipe, **options)
+
+
+@pytest.mark.parametrize("order", [None, ["prune", "qat"], ["qat", "prune"]])
+def test_qat_stage_trains_the_last_epoch_through_the_capture_and_converts(digits, order) -> None:
+    recipe = {**QAT_RECIPE, "stages": order} if order else QAT_RECIPE
+    model, optimizer, pruner = qat_pruner(digits, recipe)
+    qat = pruner.stage("qat")
+    assert [stage.name for stage in pruner.stages] == (order or ["prune", "qat"])
+    train(lambda x: pruner.training_module(x), optimizer, digits, epochs=1, seed=0)
+    assert pruner.training_module is model and not qat.active
+    train(lambda x: pruner.training_module(x), optimizer, digits, epochs=1, seed=1)
+    assert qat.active and pruner.training_module is qat.module, "QAT begins with the last epoch (step 46)"
+    masks = {name: mask.clone() for name, mask in pruner.masks.masks.items()}
+    train(lambda x: pruner.training_module(x), optimizer, digits, epochs=1, seed=2)
+    assert all(qat.module.get_parameter(name) is param for name, param in pruner.params.items())
+    assert all(torch.equal(pruner.masks[name], keep) for name, keep in masks.items()), "masks changed during QAT"
+    pruner.finalize()
+    int8 = qat.convert()  # checks the zeros
+    assert all(torch.count_nonzero(int8.weights[name].values[~keep]) == 0 for name, keep in masks.items())
+    assert evaluate(int8.module, digits.test)[1] > 0.85
+
+
+def test_a_step_that_bypasses_the_capture_is_refused(digits) -> None:
+    model, optimizer, pruner = qat_pruner(digits, {**GMP, "quantization": {"qat": {"epochs": 3}}, "pruning": {"schedule": {"type": "one_shot", "sparsity": 0.5, "at": 0, "unit": "step"}}})
+    inputs, targets = digits.train.tensors[0][:64], digits.train.tensors[1][:64]
+    assert pruner.stage("qat").active, "QAT over every epoch begins when the Pruner is built"
+    F.cross_entropy(pruner.training_module(inputs), targets).backward()
+    optimizer.step()
+    optimizer.zero_grad()
+    F.cross_entropy(model(inputs), targets).backward()
+    with pytest.raises(pa.UsageError, match="pruner.training_module"):
+        optimizer.step()
+
+
+@pytest.mark.parametrize(
+    ("options", "field", "hint"),
+    [({"steps_per_epoch": None, "total_steps": 69}, "quantization.qat.epochs", "steps_per_epoch"), ({"example_inputs": None}, "quantization.qat", "example_inputs")],
+)
+def test_qat_stage_needs_the_runs_epochs_and_example_inputs(digits, options: dict, field: str, hint: str) -> None:
+    with pytest.raises(ConfigError, match=hint) as caught:
+        qat_pruner(digits, QAT_RECIPE, **options)
+    assert caught.value.field == field
+
+
+def test_qat_state_travels_in_the_pruner_state_and_earlier_job_checkpoints_still_load(digits) -> None:
+    _, optimizer, pruner = qat_pruner(digits, QAT_RECIPE)
+    assert pruner.state_dict()["stages"]["qat"] == {"start": 46}
+    train(lambda x: pruner.training_module(x), optimizer, digits, epochs=3, seed=0)
+    state = pruner.state_dict()
+    quantizers = state["stages"]["qat"]["module"]
+    _, _, resumed = qat_pruner(digits, QAT_RECIPE)
+    legacy = {**state, "stages": {name: value for name, value in state["stages"].items() if name != "qat"}}
+    resumed.load_state_dict(with_stage_state(legacy, "qat", {"module": quantizers}))  # an earlier release's job checkpoint
+    assert resumed.stage("qat").active
+    for name, value in resumed.stage("qat").module.state_dict().items():
+        assert torch.equal(value, quantizers[name]), name
+    _, _, other = qat_pruner(digits, {**GMP, "quantization": {"qat": {"epochs": 2}}}, epochs=5)
+    with pytest.raises(StateError, match="begins at step 46, this run's at step 69"):
+        other.load_state_dict(state)
 
 
 # -- the recipe section and the main job ---------------------------------------------------------
