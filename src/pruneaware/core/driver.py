@@ -68,7 +68,10 @@ class Pruner(Progress):
         self._update(enforce=False)
 
     model = property(lambda self: self.ctx.model, doc="The model (a rebuilt DistributedDataParallel wrapper after channel removal).")
-    training_module = property(lambda self: self.ctx.training_module or self.ctx.model, doc="What training batches go through: ``model``, or a stage's replacement (QAT).")
+    training_module = property(
+        lambda self: self.ctx.model if self.ctx.training_module is None else self.ctx.training_module,
+        doc="What training batches go through: ``model``, or a stage's replacement (QAT's fake-quantized capture).",
+    )
     masks = property(lambda self: self.ctx.masks, doc="The MaskSet owning every mask.")
     length = property(lambda self: self.ctx.length, doc="The training length that times resolve against.")
     step_count = property(lambda self: self.ctx.step, doc="Optimizer steps taken so far.")
