@@ -78,7 +78,7 @@ def norms_match_their_inputs(model: nn.Module, images: torch.Tensor) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("frozen_stem", [True, False], ids=["frozen-stem", "trainable"])
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xdist_group(n)) if n in HEAVY else n for n in MODELS])  # --dist loadgroup: a heavy model's two cases on one worker, in turn
 def test_every_torchvision_classifier_prunes_or_is_refused_before_anything_is_cut(name: str, frozen_stem: bool, outcome: dict[str, object]) -> None:
     torch.set_num_threads(1)
     model, images = build(name, frozen_stem)
