@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -73,6 +74,13 @@ class Worker:
         self.process.wait()
 
 
+def _describe_tree() -> str:
+    """``git describe`` of this tree, or 'no git history' where there is none (a copied tree)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        return "no git history"
+    return subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+
+
 def extract_src(ref: str, into: Path) -> str:
     """Write revision ``ref``'s ``src/`` under ``into``; return its full commit hash."""
     resolved = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], capture_output=True, text=True)
@@ -85,11 +93,20 @@ def extract_src(ref: str, into: Path) -> str:
     return commit
 
 
-def compare_with_revision(ref: str, cases: list[str], steps: int, threads: int) -> None:
-    """Time this tree's masked step against revision ``ref``'s, case by case, and print both ratios to dense."""
+def compare_with_revision(ref: str, cases: list[str], steps: int, threads: int, extracted: Path | None = None) -> None:
+    """Time this tree's masked step against revision ``ref``'s, case by case, and print both ratios to dense.
+
+    ``extracted``: a folder already holding ``ref``'s ``src/`` (``git archive <ref> src | tar -x -C <folder>``),
+    for a machine whose copy of the tree has no git history.
+    """
     with tempfile.TemporaryDirectory() as folder:
-        commit = extract_src(ref, Path(folder))
-        tree = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"], capture_output=True, text=True).stdout.strip()
+        if extracted is None:
+            commit = extract_src(ref, Path(folder))
+        else:
+            commit, folder = "extracted", str(extracted.resolve())
+            if not (Path(folder) / "src" / "pruneaware").is_dir():
+                raise SystemExit(f"--baseline-src {extracted} holds no src/pruneaware; extract it with: git archive {ref} src | tar -x -C {extracted}")
+        tree = _describe_tree()
         print(f"\nThis tree ({tree}, src/ as it is on disk) against {ref} ({commit[:10]}), {steps} rounds, load average {os.getloadavg()[0]:.2f}")
         print("| case | src | dense ms | masked ms | pruner hooks ms | masked / dense (paired) |")
         print("|---|---|---|---|---|---|")

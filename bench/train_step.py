@@ -13,6 +13,7 @@ optimizer's own update, so an overhead can be traced to where it is paid.
 
     python bench/train_step.py [--cases resnet20 transformer] [--steps 60] [--threads 1]
     python bench/train_step.py --baseline-ref <git rev>   # this tree's masked step vs that revision's
+    python bench/train_step.py --baseline-ref <git rev> --baseline-src <folder>   # that revision's src/ extracted there
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.utils.prune as torch_prune
@@ -191,6 +193,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=60, help="timed steps per variant, interleaved")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--baseline-ref", help="also time this git revision's masked step against this tree's (see bench/baseline.py)")
+    parser.add_argument("--baseline-src", type=Path, help="a folder holding --baseline-ref's src/ already extracted (no git needed)")
     parser.add_argument("--worker", choices=sorted(CASES), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -209,7 +212,7 @@ def main() -> None:
             zeros, positives = sqrt_cost_on_zeros()
             print(f"torch.sqrt over 2^20 float32: {zeros:.3f} ms on exact zeros, {positives:.3f} ms on positive values")
     if args.baseline_ref:
-        compare_with_revision(args.baseline_ref, args.cases, args.steps, args.threads)
+        compare_with_revision(args.baseline_ref, args.cases, args.steps, args.threads, args.baseline_src)
     sys.stdout.flush()
 
 
