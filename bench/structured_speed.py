@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -41,7 +42,8 @@ from pruneaware.structured.target import forward_macs
 def build(name: str, image: int) -> tuple[nn.Module, torch.Tensor]:
     """A torchvision model with random weights, attention made head-prunable (a no-op for CNNs)."""
     torch.manual_seed(0)
-    model = convert_for_pruning(torchvision.models.get_model(name, weights=None, num_classes=1000))
+    size = {"image_size": image} if name.startswith("vit") else {}  # a ViT's position embeddings are built for one size
+    model = convert_for_pruning(torchvision.models.get_model(name, weights=None, num_classes=1000, **size))
     with torch.no_grad():  # random but not degenerate: torchvision zero-initialises some heads
         for module in model.modules():
             if isinstance(module, nn.Linear) and module.weight.abs().sum() == 0:
@@ -53,10 +55,28 @@ def classifier_of(model: nn.Module) -> nn.Module:
     return [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
 
 
-def prune_with_pruneaware(model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None) -> pa.Pruner:
-    schedule = {"type": "one_shot", "sparsity": ratio, "at": 0, "unit": "step"}
-    recipe = pa.Recipe.from_dict({"structured": {"schedule": schedule, "allocation": "uniform", "max_layer_ratio": 0.95, "round_to": round_to}})
-    return pa.Pruner(model, None, recipe, total_steps=1, example_inputs=example)
+RESIDUAL = {  # modules writing the residual stream: left whole by --keep-residual (only inner widths are cut)
+    "resnet": ["conv1", "layer*.*.conv3", "layer*.*.downsample.0"],
+    "vit": ["conv_proj", "encoder.layers.*.self_attention.out_proj", "encoder.layers.*.mlp.3"],
+}
+
+
+def prune_with_pruneaware(
+    model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None, macs: float | None = None,
+    allocation: str = "uniform", keep_residual: bool = False,
+) -> pa.Pruner:
+    """``ratio`` of every layer's channels, or (``macs``) the smallest removal meeting a MACs budget, which
+    ``allocation`` spreads uniformly, by global ranking, or by measured sensitivity and the latency table."""
+    schedule = {"type": "one_shot", "sparsity": ratio if macs is None else 0.9, "at": 0, "unit": "step"}
+    ignore = [p for family, patterns in RESIDUAL.items() if keep_residual and family in type(model).__name__.lower() for p in patterns]
+    structured = {"schedule": schedule, "allocation": "global" if allocation == "global" else "uniform", "max_layer_ratio": 0.95,
+                  "round_to": round_to, "ignore": ignore, **({"target": {"macs": macs}} if macs is not None else {})}
+    spec: dict = {"structured": structured}
+    extra: dict = {}
+    if allocation == "latency":  # sensitivity on random calibration data: a speed bench, the widths are what matters here
+        spec["stages"] = ["channels", {"type": "latency_allocation", "round_to": round_to or 8, "threads": torch.get_num_threads()}]
+        extra = {"calibration_data": [(example, torch.zeros(1, dtype=torch.long))], "loss_fn": nn.functional.cross_entropy}
+    return pa.Pruner(model, None, pa.Recipe.from_dict(spec), total_steps=1, example_inputs=example, **extra)
 
 
 def prune_graph_and_channels(model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None) -> None:
@@ -106,6 +126,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
     parser.add_argument("--ratio", type=float, default=0.5, help="fraction of channels removed per layer")
+    parser.add_argument("--macs", type=float, default=None, help="instead of --ratio: prune to this fraction of dense MACs")
+    parser.add_argument("--allocation", choices=["uniform", "global", "latency"], default="uniform",
+                        help="with --macs: uniform ratios, global ranking, or latency_allocation (sensitivity + latency table)")
+    parser.add_argument("--keep-residual", action="store_true", help="cut only inner widths (bottlenecks, heads, MLP), not the residual stream")
+    parser.add_argument("--no-prune-timing", action="store_true", help="skip timing the pruning itself against Torch-Pruning")
     parser.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
     parser.add_argument("--image", type=int, default=224)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
@@ -115,16 +140,22 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
-    print(f"torch {torch.__version__}, torch-pruning {version('torch-pruning')}, {cpu_name()}, {args.threads} threads, ratio {args.ratio}, round_to {args.round_to}")
+    amount = f"MACs target {args.macs}, {args.allocation} allocation" if args.macs is not None else f"ratio {args.ratio}"
+    print(f"torch {torch.__version__}, torch-pruning {version('torch-pruning')}, {cpu_name()}, {args.threads} threads, {amount}, "
+          f"round_to {args.round_to}, keep residual {args.keep_residual}, image {args.image}, load average {os.getloadavg()[0]:.1f}")
 
     for name in args.models:
         dense, example = build(name, args.image)
         slim = copy.deepcopy(dense)
-        prune_with_pruneaware(slim, example, args.ratio, args.round_to)
+        started = time.perf_counter()
+        prune_with_pruneaware(slim, example, args.ratio, args.round_to, args.macs, args.allocation, args.keep_residual)
+        pruned_in = time.perf_counter() - started
+        widths = sorted({m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)} | {m.out_features for m in slim.modules() if isinstance(m, nn.Linear)})
         dense_macs, slim_macs = forward_macs(dense, example), forward_macs(slim, example)
         macs_ratio = dense_macs / slim_macs
         print(f"\n## {name}: params {count_parameters(dense):,} -> {count_parameters(slim):,}, "
-              f"MACs {dense_macs / 1e9:.3f} G -> {slim_macs / 1e9:.3f} G (dense/slim {macs_ratio:.2f}x)")
+              f"MACs {dense_macs / 1e9:.3f} G -> {slim_macs / 1e9:.3f} G (dense/slim {macs_ratio:.2f}x), pruned in {pruned_in:.0f} s, "
+              f"output widths {widths}")
         print("| batch | dense ms | slim ms | speedup | MACs ratio | efficiency |")
         print("|---|---|---|---|---|---|")
         for batch in args.batch:
@@ -133,6 +164,8 @@ def main() -> None:
             speedup = latency["dense"].median_ms / latency["slim"].median_ms
             print(f"| {batch} | {latency['dense'].median_ms:.1f} | {latency['slim'].median_ms:.1f} | {speedup:.2f}x "
                   f"| {macs_ratio:.2f}x | {speedup / macs_ratio:.2f} |")
+        if args.no_prune_timing or args.macs is not None:
+            continue
         seconds = time_pruning(dense, example, args.ratio, args.round_to, args.prune_repeats)
         medians = {tool: statistics.median(times[1:] or times) for tool, times in seconds.items()}  # first: one-time warm-up
         theirs = medians["torch-pruning"]
