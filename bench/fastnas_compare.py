@@ -9,6 +9,7 @@ latency at batch 1 and 8 (all models of a seed side by side: interleaved rounds,
     python bench/fastnas_compare.py [--seeds 0 1 2] [--train-size 10000] [--pretrain-epochs 2] [--finetune-epochs 2]
                                     [--macs 0.5] [--threads 1] [--save DIR]
     python bench/fastnas_compare.py --measure-saved DIR [--threads 1]   # latency only, of models saved by --save
+    python bench/fastnas_compare.py --combine a.json b.json ...         # one table from runs saved with --json
 
 modelopt is optional: ``pip install --no-deps -r requirements/bench.txt``.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import os
 import statistics
 import sys
@@ -93,10 +95,10 @@ def train(model: nn.Module, loader: DataLoader, epochs: int, lr: float, pruner_f
     return model.eval(), time.perf_counter() - started, setup_s + overhead_seconds(step_times)
 
 
-def pruneaware_factory(args: argparse.Namespace, calibration: list[tuple[torch.Tensor, torch.Tensor]]):
-    """A Pruner that removes channels over the first half of the fine-tune, widths from latency allocation."""
+def pruneaware_factory(args: argparse.Namespace, calibration: list[tuple[torch.Tensor, torch.Tensor]], latency: float):
+    """A Pruner that removes channels early in the fine-tune, widths from latency allocation (``latency``: its extra budget)."""
     allocation = {"type": "latency_allocation", "threads": args.threads, "round_to": args.round_to, "batches": len(calibration)}
-    stages: list = ["channels", {**allocation, **({"latency": args.latency} if args.latency else {})}]
+    stages: list = ["channels", {**allocation, **({"latency": latency} if latency else {})}]
     if args.distill:
         stages.append({"type": "distill", "kl": 1.0, "temperature": 2.0})
     recipe = pa.Recipe.from_dict({
@@ -146,13 +148,16 @@ def run_seed(seed: int, args: argparse.Namespace, data) -> dict[str, dict[str, f
         slim, tune_s, _ = train(slim, loader, args.finetune_epochs, args.finetune_lr)
         models["FastNAS"] = slim
         rows["FastNAS"] = {"accuracy": accuracy(slim, test_loader), "prune_s": prune_s, "train_s": tune_s}
-    torch.manual_seed(seed)
-    with tempfile.TemporaryDirectory() as cache:  # a fresh latency table per seed: its build counts as pruning time
-        if args.fresh_table:
-            os.environ["PRUNEAWARE_CACHE"] = cache
-        slim, tune_s, prune_s = train(copy.deepcopy(dense), loader, args.finetune_epochs, args.finetune_lr, pruneaware_factory(args, calibration))
-    models["pruneaware"] = slim
-    rows["pruneaware"] = {"accuracy": accuracy(slim, test_loader), "prune_s": prune_s, "train_s": tune_s}
+    for latency in args.latency:
+        name = "pruneaware" if len(args.latency) == 1 else f"pruneaware-L{latency:g}"
+        torch.manual_seed(seed)
+        with tempfile.TemporaryDirectory() as cache:  # a fresh latency table per variant: its build counts as pruning time
+            if args.fresh_table:
+                os.environ["PRUNEAWARE_CACHE"] = cache
+            factory = pruneaware_factory(args, calibration, latency)
+            slim, tune_s, prune_s = train(copy.deepcopy(dense), loader, args.finetune_epochs, args.finetune_lr, factory)
+        models[name] = slim
+        rows[name] = {"accuracy": accuracy(slim, test_loader), "prune_s": prune_s, "train_s": tune_s}
     latency = measure(models, example, args.threads)
     for name, model in models.items():
         rows[name].update(params=sum(p.numel() for p in model.parameters()), macs=forward_macs(model, example),
@@ -208,8 +213,9 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--finetune-lr", type=float, default=0.01)
     parser.add_argument("--macs", type=float, default=0.5, help="MACs target, a fraction of the dense model's")
-    parser.add_argument("--latency", type=float, default=0.5,
-                        help="pruneaware's allocation also holds predicted batch-1 latency to this fraction of dense (0: MACs only)")
+    parser.add_argument("--latency", type=float, nargs="+", default=[0.5],
+                        help="pruneaware's allocation also holds predicted batch-1 latency to this fraction of dense (0: MACs only); "
+                             "several values: one pruneaware run each")
     parser.add_argument("--score-images", type=int, default=1000, help="held-out training images FastNAS scores subnets on")
     parser.add_argument("--calibration-images", type=int, default=512, help="of those, pruneaware's sensitivity batches (256 each)")
     parser.add_argument("--round-to", type=int, default=32, help="pruneaware's width multiple (FastNAS's channel divisor is 32)")
@@ -219,11 +225,16 @@ def main() -> None:
     parser.add_argument("--fresh-table", action=argparse.BooleanOptionalAction, default=True,
                         help="build pruneaware's latency table afresh per seed (its build counts as pruning time)")
     parser.add_argument("--skip-fastnas", action="store_true", help="pruneaware alone (no modelopt needed)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="threads for latency: tables, allocation and measurement")
+    parser.add_argument("--train-threads", type=int, help="threads for training, FastNAS's search and sensitivity (default: --threads)")
+    parser.add_argument("--json", type=Path, help="also write the per-seed rows here")
+    parser.add_argument("--combine", type=Path, nargs="+", help="only print the table of rows written with --json")
     parser.add_argument("--save", help="folder to save every model in, for --measure-saved elsewhere")
     parser.add_argument("--measure-saved", type=Path, help="only measure the latency of models saved with --save")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.train_threads or args.threads)
+    if args.combine:
+        return report([seed for path in args.combine for seed in json.loads(path.read_text())])
     if args.measure_saved:
         return measure_saved(args.measure_saved, args.threads)
     if not args.skip_fastnas:
@@ -234,10 +245,12 @@ def main() -> None:
     test_loader = DataLoader(TensorDataset(padded(splits.test.tensors[0]), splits.test.tensors[1]), batch_size=1000)
     if args.save:
         Path(args.save).mkdir(parents=True, exist_ok=True)
-    print(f"torch {torch.__version__}, {cpu_name()}, {args.threads} threads, ResNet-18 (10 classes, 32x32 MNIST, {args.train_size} train "
+    print(f"torch {torch.__version__}, {cpu_name()}, {args.threads} latency / {args.train_threads or args.threads} training threads, ResNet-18 (10 classes, 32x32 MNIST, {args.train_size} train "
           f"images), MACs target {args.macs}, pretrain {args.pretrain_epochs} + fine-tune {args.finetune_epochs} epochs, seeds {args.seeds}, "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
     results = [run_seed(seed, args, (train_set, score_set, test_loader)) for seed in args.seeds]
+    if args.json:
+        args.json.write_text(json.dumps(results))
     report(results)
     print(f"<!-- load average at end {os.getloadavg()[0]:.1f} -->")
 

@@ -92,10 +92,13 @@ class Budgets:
     macs: float | None = None
     params: float | None = None
 
-    def partial(self, progress: float, dense_ms: float) -> Budgets:
-        """These budgets moved only ``progress`` (0..1) of the way from the dense model's resources."""
-        step = lambda budget, dense: None if budget is None else dense - progress * (dense - budget)  # noqa: E731
-        return Budgets(step(self.latency_ms, dense_ms), step(self.macs, 1.0), step(self.params, 1.0))
+    def partial(self, progress: float, dense_ms: float, fields: tuple[str, ...] = ("latency_ms", "macs", "params")) -> Budgets:
+        """These budgets, those in ``fields`` moved only ``progress`` (0..1) of the way from the dense model's resources."""
+        def step(field: str, dense: float) -> float | None:
+            budget = getattr(self, field)
+            return budget if budget is None or field not in fields else dense - progress * (dense - budget)
+
+        return Budgets(step("latency_ms", dense_ms), step("macs", 1.0), step("params", 1.0))
 
 
 def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budgets: Budgets, round_to: int) -> dict[int, int]:

@@ -29,8 +29,9 @@ class LatencyAllocation(Stage):
     At each update of the structured schedule it measures every group's sensitivity on calibration
     batches, searches widths (multiples of ``round_to`` that the table shows to be faster than every
     wider one) meeting the latency, MACs and params budgets, and removes the schedule's share of the
-    way there. Budgets: the structured target's, plus ``macs``/``params``/``latency`` fractions of the dense model given
-    here (``latency`` lets a MACs or params target also hold the predicted latency down).
+    way there. Budgets: the structured target's, approached along the schedule, plus ``macs``/``params``/``latency``
+    fractions of the dense model given here, held from the first removal on (``latency`` lets a MACs or params target
+    also hold the predicted latency down: the target says how much goes, the extra budgets where it goes first).
     """
 
     name = "latency_allocation"
@@ -60,6 +61,8 @@ class LatencyAllocation(Stage):
         kind = getattr(target, "kind", None)
         budgets_ms = [target.budget_ms(self.channels._dense_resource)] if kind == "latency" else []
         budgets_ms += [self.latency * self.table.dense_ms] if self.latency is not None else []
+        paced = {"latency": ("latency_ms",), "macs": ("macs",), "params": ("params",)}  # without a target, all follow the schedule
+        self.paced = paced.get(kind, ("latency_ms", "macs", "params"))
         self.budgets = Budgets(
             latency_ms=min(budgets_ms) if budgets_ms else None,
             macs=self.macs if self.macs is not None else (target.fraction if kind == "macs" else None),
@@ -84,7 +87,7 @@ class LatencyAllocation(Stage):
         if self._plan is None or self._plan[0] != index:
             self._plan = (index, self._allocate(channels))
         _, infos = self._plan
-        widths = search(self.table, self.ctx.module, infos, self.budgets.partial(progress, self.table.dense_ms), self.round_to)
+        widths = search(self.table, self.ctx.module, infos, self.budgets.partial(progress, self.table.dense_ms, self.paced), self.round_to)
         chosen = []
         graph = channels.ranker.DG
         for number, info in enumerate(infos):
