@@ -248,9 +248,11 @@ def main() -> None:
     print(f"torch {torch.__version__}, {cpu_name()}, {args.threads} latency / {args.train_threads or args.threads} training threads, ResNet-18 (10 classes, 32x32 MNIST, {args.train_size} train "
           f"images), MACs target {args.macs}, pretrain {args.pretrain_epochs} + fine-tune {args.finetune_epochs} epochs, seeds {args.seeds}, "
           f"load average at start {os.getloadavg()[0]:.1f}", flush=True)
-    results = [run_seed(seed, args, (train_set, score_set, test_loader)) for seed in args.seeds]
-    if args.json:
-        args.json.write_text(json.dumps(results))
+    results = []
+    for seed in args.seeds:
+        results.append(run_seed(seed, args, (train_set, score_set, test_loader)))
+        if args.json:  # after every seed, so a stopped run keeps what it measured
+            args.json.write_text(json.dumps(results))
     report(results)
     print(f"<!-- load average at end {os.getloadavg()[0]:.1f} -->")
 
