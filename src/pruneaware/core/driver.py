@@ -12,11 +12,10 @@ from torch import Tensor, nn
 from pruneaware.core.compose import as_recipe, assemble
 from pruneaware.core.context import Context
 from pruneaware.core.errors import UsageError
-from pruneaware.core.legacy import ATTRIBUTES, legacy_attribute
+from pruneaware.core.legacy import LegacyAttributes
 from pruneaware.core.materialized import require_materialized
 from pruneaware.core.optimizer_hooks import LearningRates, StepHooks
 from pruneaware.core.progress import Progress
-from pruneaware.core.stage import Stage
 from pruneaware.core.state import STATE_FORMAT, load_state, save_state
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
 from pruneaware.core.calibration import Calibration, LossFn
@@ -26,7 +25,7 @@ from pruneaware.structured.surgery import ParameterRemap
 __all__ = ["STATE_FORMAT", "Pruner"]
 
 
-class Pruner(Progress):
+class Pruner(Progress, LegacyAttributes):
     """Runs a recipe inside training: its stages (mask updates, regularizers, channel removal, QAT, ...) advanced every step.
 
     With an optimizer, its pre- and post-step hooks run the stages, so ``optimizer.step()`` is all a
@@ -35,7 +34,7 @@ class Pruner(Progress):
     pruning, ``synflow`` and QAT need ``example_inputs``. In a process group (``sync='auto'``) every
     rank adopts rank 0's decisions. Forward through ``pruner.training_module`` (a DistributedDataParallel
     wrapper rebuilt after channel removal, QAT's fake-quantized capture). Reports (``summary``,
-    ``target_sparsity``, ...) come from ``Progress``. See docs/architecture.md.
+    ``target_sparsity``, ``stage(name)``, ...) come from ``Progress``. See docs/architecture.md.
     """
 
     def __init__(
@@ -76,18 +75,6 @@ class Pruner(Progress):
     length = property(lambda self: self.ctx.length, doc="The training length that times resolve against.")
     step_count = property(lambda self: self.ctx.step, doc="Optimizer steps taken so far.")
     params = property(lambda self: self.ctx.params, doc="The parameters in the recipe's scope, by name (current objects).")
-
-    def stage(self, name: str) -> Stage:
-        """The stage called ``name`` (``prune``, ``channels``, ``regularizer``, ``qat``, ...)."""
-        for stage in self.stages:
-            if stage.name == name:
-                return stage
-        raise UsageError(f"this run has no stage {name!r}; its stages are {[s.name for s in self.stages]}")
-
-    def __getattr__(self, attribute: str) -> Any:
-        if attribute in ATTRIBUTES and "stages" in self.__dict__:
-            return legacy_attribute(self.stages, attribute)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
 
     # -- the training-loop surface ------------------------------------------------------------
 

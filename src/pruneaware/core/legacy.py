@@ -24,6 +24,17 @@ ATTRIBUTES = {
 FORMAT_1_KEYS = {"criterion": ("prune", "criterion"), "rewind": ("rewind", "rewind"), "shadows": ("splice", "shadows"), "structure": ("channels", None)}
 
 
+class LegacyAttributes:
+    """The Pruner's per-feature attributes of format-1 days (``pruner.schedule``, ...), found in its stages (deprecated)."""
+
+    stages: Sequence[Stage]
+
+    def __getattr__(self, attribute: str) -> Any:
+        if attribute in ATTRIBUTES and "stages" in self.__dict__:
+            return legacy_attribute(self.stages, attribute)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {attribute!r}")
+
+
 def legacy_attribute(stages: Sequence[Stage], attribute: str) -> Any:
     """The object an old ``pruner.<attribute>`` named, found in the stages (deprecated: use ``pruner.stage(name)``)."""
     stage_name, inner = ATTRIBUTES[attribute]

@@ -1,4 +1,4 @@
-"""What a run reports about itself, read from its stages: the target now, the schedule behind it, when masks settle."""
+"""What a run reports about itself, read from its stages: a stage by name, the target now, the schedule behind it, when masks settle."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from pruneaware.core.errors import UsageError
 from pruneaware.schedules import Schedule
 from pruneaware.measure.sparsity import Summary, summarize
 
@@ -20,6 +21,13 @@ class Progress:
 
     stages: Sequence[Stage]
     ctx: Context
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name`` (``prune``, ``channels``, ``regularizer``, ``qat``, ...)."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise UsageError(f"this run has no stage {name!r}; its stages are {[s.name for s in self.stages]}")
 
     def target_sparsity(self) -> float:
         """The sparsity the run aims for now: the last stage that sets a target (mask stages follow channel removal)."""
