@@ -84,7 +84,7 @@ def test_masks_and_final_sparsity_inside_fit():
     for name, param in pruner.params.items():
         assert torch.all(param[~pruner.masks[name]] == 0), name
     assert torch.count_nonzero(module.net.head.weight) == module.net.head.weight.numel()  # classifier kept dense
-    assert not pruner._hooks  # finalized when fit ended
+    assert not pruner._hooks.handles  # finalized when fit ended: detached from the optimizer
 
 
 def test_schedule_counts_optimizer_steps_with_gradient_accumulation():
