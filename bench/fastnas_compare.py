@@ -36,6 +36,7 @@ from fastnas_helpers import build_resnet18, conv_widths, load_slim, mean_std, ov
 import pruneaware as pa  # noqa: E402
 from pruneaware.data.mnist import load_mnist  # noqa: E402
 from pruneaware.hardware.keys import cpu_name  # noqa: E402
+from pruneaware.job.trainer import evaluate  # noqa: E402
 from pruneaware.measure import compare_latency  # noqa: E402
 from pruneaware.structured.target import forward_macs  # noqa: E402
 
@@ -58,13 +59,8 @@ def padded(images: torch.Tensor) -> torch.Tensor:
 
 
 def accuracy(model: nn.Module, loader: DataLoader) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return correct / total
+    """Top-1 accuracy on the loader's data set, through the job's own evaluation."""
+    return evaluate(model, loader.dataset)[1]
 
 
 def train(model: nn.Module, loader: DataLoader, epochs: int, lr: float, pruner_factory=None) -> tuple[nn.Module, float, float]:

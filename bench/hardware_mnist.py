@@ -23,6 +23,7 @@ import pruneaware as pa
 from pruneaware.data.mnist import load_mnist
 from pruneaware.data.mnist1d import load_mnist1d
 from pruneaware.hardware.keys import cpu_name
+from pruneaware.job.trainer import evaluate
 from pruneaware.measure import compare_latency
 from pruneaware.models.cnn1d import CNN1d
 from pruneaware.models.resnet20 import ResNet20
@@ -40,13 +41,8 @@ VARIANTS = {
 
 
 def accuracy(model: nn.Module, loader: DataLoader) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.no_grad():
-        for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
-            total += len(y)
-    return correct / total
+    """Top-1 accuracy on the loader's data set, through the job's own evaluation."""
+    return evaluate(model, loader.dataset)[1]
 
 
 def train(seed: int, variant: str | None, args: argparse.Namespace, splits) -> tuple[nn.Module, float, float]:

@@ -16,6 +16,12 @@ from torch.distributed.tensor import DTensor
 from pruneaware.distributed import digests, launch
 
 WIDTH, HIDDEN = 16, 18  # 18 rows shard unevenly over 4 ranks (5, 5, 5, 3)
+GMP = {
+    "name": "gmp",
+    "pruning": {"criterion": "magnitude", "granularity": {"type": "element", "scope": "global"},
+                "schedule": {"type": "cubic", "final": 0.8, "begin": 0.0, "end": 0.75, "every": 0.125}},
+}
+"""Gradual magnitude pruning to 80% over the first three quarters of a run: the trainer-callback tests' recipe."""
 
 
 class Block(nn.Module):

@@ -21,16 +21,11 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 import pruneaware as pa
 from pruneaware.core.masks import MaskSet
 from pruneaware.distributed.fsdp_masks import ShardedMaskSet
-from tests.fsdp_helpers import Tiny, full_digests, rank_results, run_ranks, sharded_tiny, train_steps, write_result
+from tests.fsdp_helpers import GMP, Tiny, full_digests, rank_results, run_ranks, sharded_tiny, train_steps, write_result
 
 transformers = pytest.importorskip("transformers")
 from transformers import Trainer, TrainerControl, TrainerState, TrainingArguments  # imported once here, not in every forked rank
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
-GMP = {
-    "name": "gmp",
-    "pruning": {"criterion": "magnitude", "granularity": {"type": "element", "scope": "global"},
-                "schedule": {"type": "cubic", "final": 0.8, "begin": 0.0, "end": 0.75, "every": 0.125}},
-}
 
 
 class Regressor(nn.Module):

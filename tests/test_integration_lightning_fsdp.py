@@ -18,15 +18,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import pruneaware as pa
 from pruneaware.distributed.fsdp_masks import ShardedMaskSet
-from tests.fsdp_helpers import Tiny, full, full_digests, rank_results, run_ranks, write_result
+from tests.fsdp_helpers import GMP, Tiny, full, full_digests, rank_results, run_ranks, write_result
 
 pl = pytest.importorskip("pytorch_lightning")
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(), reason="needs torch.distributed with gloo")
-GMP = {
-    "name": "gmp",
-    "pruning": {"criterion": "magnitude", "granularity": {"type": "element", "scope": "global"},
-                "schedule": {"type": "cubic", "final": 0.8, "begin": 0.0, "end": 0.75, "every": 0.125}},
-}
 EPOCHS = 2  # 64 samples, 8 a step, over 2 ranks: 4 optimizer steps an epoch
 
 
