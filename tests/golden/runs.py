@@ -114,8 +114,13 @@ CASES: list[Case] = [
 
 
 def digest(tensor: torch.Tensor) -> str:
-    """sha256 (first 16 hex digits) of a tensor's dtype, shape and raw bytes."""
+    """sha256 (first 16 hex digits) of a tensor's dtype, shape and raw bytes, with -0.0 counted as 0.0.
+
+    The sign of a pruned weight's zero is whatever its last masked update left; it is not behaviour.
+    """
     flat = tensor.detach().cpu().contiguous().reshape(-1)
+    if flat.is_floating_point():
+        flat = flat + 0.0  # IEEE: -0.0 + 0.0 == +0.0, every other value unchanged
     raw = flat.view(torch.uint8) if flat.dtype != torch.bool else flat.to(torch.uint8)
     head = f"{flat.dtype}{tuple(tensor.shape)}".encode()
     return hashlib.sha256(head + raw.numpy().tobytes()).hexdigest()[:16]
