@@ -74,7 +74,7 @@ def test_hysteresis_swaps_a_kept_and_a_pruned_weight_only_beyond_the_band():
     assert torch.equal(decide(1.25), swapped), "0.9 * 1.25 > 1.1 * 1.0: spliced back, the weaker one cut"
 
 
-def test_masks_are_fixed_and_gradients_masked_after_the_last_update():
+def test_masks_are_fixed_and_splicing_stops_after_the_last_update():
     model = one_layer()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     pruner = Pruner(model, optimizer, surgery(end=3), total_steps=STEPS)
@@ -87,7 +87,8 @@ def test_masks_are_fixed_and_gradients_masked_after_the_last_update():
         if step == 3:
             frozen = pruner.masks["0.weight"].clone()
     assert torch.equal(pruner.masks["0.weight"], frozen) and not frozen[0, 0]
-    assert model[0].weight.grad[0, 0] == 0, "past the last update, pruned gradients are zeroed as usual"
+    assert model[0].weight[0, 0] == 0, "past the last update, the pruned weight no longer trains"
+    assert pruner.masks.shadows is not None and not pruner.stage("splice").may_revive(pruner.ctx)
 
 
 def train_mlp(model, optimizer, batches, start=0, stop=None):

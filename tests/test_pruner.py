@@ -170,18 +170,11 @@ def test_gradual_nm_goes_through_3_of_4():
 
 
 @pytest.mark.parametrize("optimizer_name", ["sgd", "adam"])
-def test_masks_hold_after_every_step_and_pruned_gradients_are_zero_at_step(optimizer_name):
+def test_masks_hold_after_every_step_although_the_optimizer_state_would_move_pruned_weights(optimizer_name):
+    """Pruned gradients reach these elementwise optimizers (tests/test_pruned_gradients.py); the weights stay zero."""
     model = make_model("mlp")
     optimizer = make_optimizer(model, optimizer_name)
     pruner = Pruner(model, optimizer, gmp_recipe({"type": "element", "scope": "global"}), total_steps=STEPS)
-    checked_grads = []
-
-    def check_grads(opt, args, kwargs):  # runs after the pruner's pre-hook, right before the update
-        for name, param in pruner.params.items():
-            assert bool((param.grad[~pruner.masks[name]] == 0).all())
-        checked_grads.append(True)
-
-    optimizer.register_step_pre_hook(check_grads)
     would_move = []
 
     def check_weights(step):
@@ -193,7 +186,6 @@ def test_masks_hold_after_every_step_and_pruned_gradients_are_zero_at_step(optim
             would_move.append(bool((buffer[pruned] != 0).any()))
 
     train(model, optimizer, make_batches("mlp"), after_step=check_weights)
-    assert len(checked_grads) == STEPS
     assert any(would_move), "the optimizer state would have moved pruned weights"
     assert pruner.summary().sparsity == pytest.approx(0.9, abs=1 / 1920)
 

@@ -14,7 +14,7 @@ from pruneaware.core.context import Context
 from pruneaware.core.errors import UsageError
 from pruneaware.core.legacy import LegacyAttributes
 from pruneaware.core.materialized import require_materialized
-from pruneaware.core.optimizer_hooks import LearningRates, StepHooks
+from pruneaware.core.optimizer_hooks import LearningRates, StepHooks, is_elementwise
 from pruneaware.core.progress import Progress
 from pruneaware.core.state import STATE_FORMAT, load_state, save_state
 from pruneaware.distributed.sync import RankZeroSync, resolve_sync
@@ -63,6 +63,7 @@ class Pruner(Progress, LegacyAttributes):
         for stage in self.stages:
             stage.setup(ctx)
         self._hooks = StepHooks(optimizer, self, self._before_step, self._after_step)
+        self._elementwise = is_elementwise(optimizer)
         self.finalized = False
         self._update(enforce=False)
 
@@ -88,7 +89,7 @@ class Pruner(Progress, LegacyAttributes):
         return total
 
     def before_step(self) -> None:
-        """Before an optimizer step: stages read gradients, then pruned gradients are zeroed."""
+        """Before an optimizer step: stages read gradients, then pruned gradients are zeroed where that matters."""
         self._refuse_if_hooked("before_step")
         self._before_step()
 
@@ -110,8 +111,8 @@ class Pruner(Progress, LegacyAttributes):
         self.ctx.gradients_pass = False
         for stage in self.stages:
             stage.before_step(self.ctx)
-        if not self.ctx.gradients_pass:
-            self.ctx.masks.mask_gradients_()
+        if not self.ctx.gradients_pass and (not self._elementwise or any(stage.may_revive(self.ctx) for stage in self.stages)):
+            self.ctx.masks.mask_gradients_()  # only where it can change a weight (is_elementwise, Stage.may_revive)
 
     def _after_step(self) -> None:
         for stage in self.stages:

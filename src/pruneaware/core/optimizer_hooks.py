@@ -74,6 +74,22 @@ class StepHooks:
             release(self.optimizer, self.owner)
 
 
+ELEMENTWISE_OPTIMIZERS = (
+    torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.Adamax, torch.optim.NAdam, torch.optim.RAdam,
+    torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adadelta, torch.optim.Rprop, torch.optim.ASGD,
+)
+
+
+def is_elementwise(optimizer: torch.optim.Optimizer | None) -> bool:
+    """Whether each weight's update depends only on its own gradient history (torch's SGD/Adam family, not subclasses).
+
+    Then what the optimizer keeps for a pruned weight reaches no other weight, and zeroing its
+    gradient is only needed if the weight may come back. Optimizers that normalize or factor over a
+    whole tensor (Adafactor, LAMB, Muon, LBFGS) and unknown ones are assumed not to be.
+    """
+    return type(optimizer) in ELEMENTWISE_OPTIMIZERS
+
+
 class LearningRates:
     """The current learning rate of each pruned parameter, read from the param group that holds it (proximal updates need it).
 

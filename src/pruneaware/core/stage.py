@@ -31,6 +31,8 @@ class Stage:
     """The schedule behind ``target`` (for plots and reports), when the stage follows one."""
     follows_structure: bool = False
     changes_structure: bool = False
+    revives_pruned: bool = True
+    """Whether the stage may bring a pruned weight back still carrying its optimizer statistics (assumed of unknown stages)."""
 
     def setup(self, ctx: Context) -> None:
         """Once, when the Pruner is built (before the first forward pass)."""
@@ -61,6 +63,15 @@ class Stage:
     def target(self, ctx: Context) -> float | None:
         """The sparsity this stage aims for now (None: it sets no target)."""
         return None
+
+    def may_revive(self, ctx: Context) -> bool:
+        """Whether a weight pruned now may come back at a later step still carrying its optimizer statistics (splicing, learned gates).
+
+        While no stage may and the optimizer is elementwise, the statistics of pruned weights never
+        reach a weight, so the driver skips zeroing their gradients: the weights come out identical and
+        the step is cheaper (Adam's square root is several times slower on the exact zeros it would keep).
+        """
+        return self.revives_pruned
 
     def last_change(self, ctx: Context) -> int | None:
         """The step after which this stage changes no mask and no shape (None: it may change them at any step)."""

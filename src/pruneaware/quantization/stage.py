@@ -35,6 +35,7 @@ class QuantizationAwareTraining(Stage):
 
     name = "qat"
     follows_structure = True  # it begins only after the last structure change
+    revives_pruned = False
 
     def __init__(self, spec: QATSpec):
         self.spec = spec

@@ -31,6 +31,7 @@ class ChannelRemoval(Stage):
     name = "channels"
     changes_structure = True
     follows_structure = True
+    revives_pruned = False
 
     def __init__(self, recipe: Recipe, ctx: Context):
         spec = recipe.structured
@@ -82,6 +83,7 @@ class ChannelRegularization(Stage):
 
     name = "channel_regularizer"
     follows_structure = True
+    revives_pruned = False
 
     def __init__(self, regularizer: Any):
         self.regularizer = regularizer

@@ -40,6 +40,7 @@ class DepthPruning(Stage):
     name = "depth"
     changes_structure = True
     follows_structure = True
+    revives_pruned = False
 
     def __init__(
         self, remove: int | None = None, params: float | None = None, macs: float | None = None, importance: str = "influence",

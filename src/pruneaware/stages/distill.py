@@ -38,6 +38,7 @@ class Distillation(Stage):
 
     name = "distill"
     follows_structure = True
+    revives_pruned = False
 
     def __init__(
         self, kl: float = 1.0, temperature: float = 2.0, layers: Sequence[str] = (), teacher_layers: Sequence[str] | None = None,

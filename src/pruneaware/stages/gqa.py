@@ -27,6 +27,7 @@ class GQAWidth(Stage):
     name = "gqa_width"
     changes_structure = True
     follows_structure = True
+    revives_pruned = False
 
     def __init__(self, kv_groups: int | None = None, queries_per_group: int | None = None, intermediate: int | None = None, at: int = 0):
         if kv_groups is None and queries_per_group is None and intermediate is None:

@@ -36,6 +36,7 @@ class LatencyAllocation(Stage):
 
     name = "latency_allocation"
     follows_structure = True
+    revives_pruned = False
 
     def __init__(self, macs: float | None = None, params: float | None = None, batches: int = 2, round_to: int = 8,
                  backend: str = "torch", batch: int = 1, threads: int | None = None, latency: float | None = None):

@@ -54,6 +54,7 @@ class LatencyPenalty(Stage):
 
     name = "latency_penalty"
     follows_structure = True
+    revives_pruned = False
 
     def __init__(self, strength: float, backend: str = "torch", batch: int = 1, threads: int | None = None):
         if not (isinstance(strength, (int, float)) and strength > 0):

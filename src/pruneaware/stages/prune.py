@@ -52,6 +52,7 @@ class MaskUpdate(Stage):
 
     def __init__(self, schedule: Schedule, criterion: Criterion, granularity: Granularity, rule: MaskRule = keep_pruned, section: str = "pruning"):
         self.schedule, self.criterion, self.granularity, self.rule, self.section = schedule, criterion, granularity, rule, section
+        self.revives_pruned = rule is not keep_pruned  # the default rule never brings a pruned weight back
 
     def setup(self, ctx: Context) -> None:
         check_fits_training(self.schedule, ctx, f"{self.section}.schedule")
@@ -89,6 +90,9 @@ class MaskUpdate(Stage):
         for name, param in ctx.params.items():
             if id(param) in replaced:
                 self.granularity.check(name, param)
+
+    def may_revive(self, ctx: Context) -> bool:
+        return self.revives_pruned and ctx.step < self.schedule.last_step
 
     def target(self, ctx: Context) -> float | None:
         return self.schedule.target(ctx.step)

@@ -14,6 +14,7 @@ class Regrowth(Stage):
     """Reads dense gradients before an update step's pruned gradients are zeroed, then swaps connections after the mask update."""
 
     name = "regrow"
+    revives_pruned = False  # grown weights restart with zero statistics (start_at_zero_)
 
     def __init__(self, regrow: Regrow, schedule: Schedule):
         self.regrow, self.schedule = regrow, schedule

@@ -21,6 +21,7 @@ class Regularization(Stage):
     def __init__(self, regularizer: Regularizer):
         self.regularizer = regularizer
         self.follows_structure = regularizer.follows_structure
+        self.revives_pruned = regularizer.decides_masks  # learned gates and scores may reopen a weight
         self.schedule = getattr(regularizer, "schedule", None)  # top-k movement's target schedule
 
     def setup(self, ctx: Context) -> None:

@@ -15,6 +15,7 @@ class Rewinding(Stage):
     """Snapshot at step k (``end_step``); at each mask update, load it back (and restart the optimizer) and re-apply the masks."""
 
     name = "rewind"
+    revives_pruned = False
 
     def __init__(self, rewind: Rewind):
         self.rewind = rewind

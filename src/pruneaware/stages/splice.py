@@ -35,6 +35,9 @@ class Splicing(Stage):
             ctx.masks.restore_shadows_()  # pruned weights train on, with the straight-through gradient
             ctx.gradients_pass = True
 
+    def may_revive(self, ctx: Context) -> bool:
+        return self._splicing(ctx)
+
     def after_step(self, ctx: Context) -> None:
         if self._splicing(ctx):
             ctx.masks.save_shadows_()  # before pruned weights are zeroed again
