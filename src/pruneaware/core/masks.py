@@ -1,8 +1,9 @@
 """MaskSet: the one owner of every pruning mask, enforced outside the forward pass.
 
-Masks are applied in place to the weights after each optimizer step and to the gradients
-before it, so the model stays an ordinary module (no hooks, no reparametrization) and the
-forward and backward passes cost exactly what dense training costs.
+Masks are applied in place to the weights after each optimizer step and, where the driver needs it
+(``Stage.may_revive``, ``is_elementwise``), to the gradients before it, so the model stays an
+ordinary module (no hooks, no reparametrization) and the forward and backward passes cost exactly
+what dense training costs.
 """
 
 from __future__ import annotations
