@@ -63,10 +63,11 @@ RESIDUAL = {  # modules writing the residual stream: left whole by --keep-residu
 
 def prune_with_pruneaware(
     model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None, macs: float | None = None,
-    allocation: str = "uniform", keep_residual: bool = False,
+    allocation: str = "uniform", keep_residual: bool = False, latency: float | None = None,
 ) -> pa.Pruner:
     """``ratio`` of every layer's channels, or (``macs``) the smallest removal meeting a MACs budget, which
-    ``allocation`` spreads uniformly, by global ranking, or by measured sensitivity and the latency table."""
+    ``allocation`` spreads uniformly, by global ranking, or by measured sensitivity and the latency table (which, given
+    ``latency``, also holds the predicted latency to that fraction of dense)."""
     schedule = {"type": "one_shot", "sparsity": ratio if macs is None else 0.9, "at": 0, "unit": "step"}
     ignore = [p for family, patterns in RESIDUAL.items() if keep_residual and family in type(model).__name__.lower() for p in patterns]
     structured = {"schedule": schedule, "allocation": "global" if allocation == "global" else "uniform", "max_layer_ratio": 0.95,
@@ -74,7 +75,8 @@ def prune_with_pruneaware(
     spec: dict = {"structured": structured}
     extra: dict = {}
     if allocation == "latency":  # sensitivity on random calibration data: a speed bench, the widths are what matters here
-        spec["stages"] = ["channels", {"type": "latency_allocation", "round_to": round_to or 8, "threads": torch.get_num_threads()}]
+        stage = {"type": "latency_allocation", "round_to": round_to or 8, "threads": torch.get_num_threads(), "latency": latency}
+        spec["stages"] = ["channels", stage]
         extra = {"calibration_data": [(example, torch.zeros(1, dtype=torch.long))], "loss_fn": nn.functional.cross_entropy}
     return pa.Pruner(model, None, pa.Recipe.from_dict(spec), total_steps=1, example_inputs=example, **extra)
 
@@ -129,6 +131,7 @@ def main() -> None:
     parser.add_argument("--macs", type=float, default=None, help="instead of --ratio: prune to this fraction of dense MACs")
     parser.add_argument("--allocation", choices=["uniform", "global", "latency"], default="uniform",
                         help="with --macs: uniform ratios, global ranking, or latency_allocation (sensitivity + latency table)")
+    parser.add_argument("--latency", type=float, default=None, help="with --allocation latency: also hold predicted batch-1 latency to this fraction of dense")
     parser.add_argument("--keep-residual", action="store_true", help="cut only inner widths (bottlenecks, heads, MLP), not the residual stream")
     parser.add_argument("--no-prune-timing", action="store_true", help="skip timing the pruning itself against Torch-Pruning")
     parser.add_argument("--round-to", type=int, default=None, help="keep channel counts multiples of this")
@@ -142,13 +145,13 @@ def main() -> None:
     torch.set_flush_denormal(True)
     amount = f"MACs target {args.macs}, {args.allocation} allocation" if args.macs is not None else f"ratio {args.ratio}"
     print(f"torch {torch.__version__}, torch-pruning {version('torch-pruning')}, {cpu_name()}, {args.threads} threads, {amount}, "
-          f"round_to {args.round_to}, keep residual {args.keep_residual}, image {args.image}, load average {os.getloadavg()[0]:.1f}")
+          f"round_to {args.round_to}, latency budget {args.latency}, keep residual {args.keep_residual}, image {args.image}, load average {os.getloadavg()[0]:.1f}")
 
     for name in args.models:
         dense, example = build(name, args.image)
         slim = copy.deepcopy(dense)
         started = time.perf_counter()
-        prune_with_pruneaware(slim, example, args.ratio, args.round_to, args.macs, args.allocation, args.keep_residual)
+        prune_with_pruneaware(slim, example, args.ratio, args.round_to, args.macs, args.allocation, args.keep_residual, args.latency)
         pruned_in = time.perf_counter() - started
         widths = sorted({m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)} | {m.out_features for m in slim.modules() if isinstance(m, nn.Linear)})
         dense_macs, slim_macs = forward_macs(dense, example), forward_macs(slim, example)
