@@ -23,6 +23,24 @@ from pruneaware.hardware.table import LatencyTable
 from pruneaware.structured.soft import group_keep_masks
 
 RATIOS = (0.25, 0.5, 0.75)
+STEPS = (32, 16, 8)
+"""Width steps ``round_to: auto`` picks from: the widest that leaves a layer at least ``MIN_CHOICES`` widths."""
+MIN_CHOICES = 4
+
+
+def auto_round_to(width: int) -> int:
+    """The hardware-friendly width step of a group ``width`` channels wide (``round_to: auto``).
+
+    32 from 128 channels, 16 from 64, 8 from 16 (vector and matrix units work on blocks of 8 to 32
+    channels, and a width between two blocks runs as slowly as the wider one; each layer keeps at
+    least ``MIN_CHOICES`` widths to choose from); below 16 channels, 1.
+    """
+    if width < 0:
+        raise ValueError(f"a channel count >= 0, not {width}")
+    fitting = [step for step in STEPS if width // step >= MIN_CHOICES]
+    if fitting:
+        return fitting[0]
+    return STEPS[-1] if width >= 2 * STEPS[-1] else 1
 
 
 @dataclass
@@ -37,6 +55,8 @@ class GroupInfo:
     floor: int
     sensitivity: list[tuple[float, float]]
     """(fraction of channels cut, loss increase) measured, with (0, 0)."""
+    step: int = 8
+    """Widths are multiples of this (the group's ``round_to``)."""
 
     def damage(self, width: int) -> float:
         cut, loss = zip(*self.sensitivity)
@@ -79,6 +99,39 @@ def sensitivity(info_groups: Sequence[tuple[object, torch.Tensor]], loss: Callab
     return measured
 
 
+def recalibrated_loss(model: nn.Module, batches: Sequence[object], loss: Callable[[nn.Module, object], torch.Tensor]) -> float:
+    """Mean loss over ``batches`` in eval mode after BatchNorm statistics are re-estimated on the same batches.
+
+    Cutting channels shifts the activations every later normalization sees; with the dense model's
+    running statistics a cut looks far worse than it is once training has adapted them. The
+    statistics and train/eval flags are restored afterwards; without BatchNorm this is the plain mean loss.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    saved = [(m, m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            if norms:
+                model.eval()
+                for norm in norms:
+                    norm.reset_running_stats()
+                    norm.momentum = None  # a cumulative average over the batches
+                    norm.train()
+                for batch in batches:
+                    loss(model, batch)
+            model.eval()
+            return float(sum(float(loss(model, batch)) for batch in batches) / max(len(batches), 1))
+    finally:
+        with torch.no_grad():
+            for norm, momentum, mean, var, count in saved:
+                norm.momentum = momentum
+                norm.running_mean.copy_(mean)
+                norm.running_var.copy_(var)
+                norm.num_batches_tracked.copy_(count)
+        for module, training in modes:
+            module.train(training)
+
+
 def _subgroup(group: object, indices: list[int]) -> object:
     dep = group[0].dep  # type: ignore[index]
     return group._DG.get_pruning_group(dep.target.module, dep.handler, indices)  # type: ignore[attr-defined]
@@ -101,8 +154,8 @@ class Budgets:
         return Budgets(step("latency_ms", dense_ms), step("macs", 1.0), step("params", 1.0))
 
 
-def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budgets: Budgets, round_to: int) -> dict[int, int]:
-    """Final width per group (by index) meeting every budget, or as close as the floors allow."""
+def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budgets: Budgets) -> dict[int, int]:
+    """Final width per group (by index), a multiple of its ``step``, meeting every budget, or as close as the floors allow."""
     widths = widths_of(model, table)
     dense_macs = sum(layer_resources(table, n, c.in_full, c.out_full)[0] for n, c in table.contexts.items())
     dense_params = sum(layer_resources(table, n, c.in_full, c.out_full)[1] for n, c in table.contexts.items())
@@ -138,11 +191,11 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
         """The next narrower width that is faster than every wider one tried (a fast size), or None at the floor."""
         info, width = groups[index], state[index]
         base = totals(narrowed(info, width))[0]
-        candidate = width - round_to if width % round_to == 0 else width - width % round_to
+        candidate = width - info.step if width % info.step == 0 else width - width % info.step
         while candidate >= info.floor and candidate > 0:
             if totals(narrowed(info, candidate))[0] < base:
                 return candidate
-            candidate -= round_to
+            candidate -= info.step
         return None
 
     while np.any(now > goal):

@@ -32,6 +32,24 @@ from pruneaware.structured.surgery import ParameterRemap
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def _no_op(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class StudentHook:
+    """The forward hook on the student; a deep copy of the student (a slim copy whose resources are measured) gets a
+    hook that does nothing, instead of a copy of the stage, its teacher and its context."""
+
+    def __init__(self, hook: Any):
+        self.hook = hook
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.hook(*args, **kwargs)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return _no_op
+
+
 @register_stage("distill")
 class Distillation(Stage):
     """Logit KL (temperature ``T``) and hidden-state matching at ``layers`` against a frozen teacher."""
@@ -71,7 +89,7 @@ class Distillation(Stage):
         self.ctx = ctx
         self.use_teacher(frozen_copy(ctx.module, self.dtype if self.dtype != torch.float32 else None))
         self.capture = Capture(ctx.module, self.layers)
-        self._hook = ctx.module.register_forward_hook(self._after_forward, with_kwargs=True)
+        self._hook = ctx.module.register_forward_hook(StudentHook(self._after_forward), with_kwargs=True)
 
     def use_teacher(self, model: nn.Module) -> None:
         """Distill from ``model`` instead of the frozen dense copy (frozen here: eval mode, no gradients)."""

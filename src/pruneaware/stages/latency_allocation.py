@@ -13,7 +13,7 @@ from pruneaware.core.context import Context
 from pruneaware.core.registry import register_stage
 from pruneaware.core.stage import Stage
 from pruneaware.core.errors import ConfigError
-from pruneaware.hardware.allocate import Budgets, GroupInfo, search, sensitivity, timed_members
+from pruneaware.hardware.allocate import Budgets, GroupInfo, STEPS, auto_round_to, recalibrated_loss, search, sensitivity, timed_members
 from pruneaware.hardware.build import latency_table
 from pruneaware.hardware.table import LatencyTable
 from pruneaware.structured.graph import editing
@@ -27,9 +27,11 @@ class LatencyAllocation(Stage):
     """Decides how many channels each group keeps (the channel stage still picks which, by its importance).
 
     At each update of the structured schedule it measures every group's sensitivity on calibration
-    batches, searches widths (multiples of ``round_to`` that the table shows to be faster than every
-    wider one) meeting the latency, MACs and params budgets, and removes the schedule's share of the
-    way there. Budgets: the structured target's, approached along the schedule, plus ``macs``/``params``/``latency``
+    batches (BatchNorm statistics re-estimated for each cut unless ``recalibrate: false``), searches
+    widths (multiples of ``round_to`` that the table shows to be faster than every wider one; ``auto``,
+    the default, gives each group a step from its width: 32 from 128 channels, 16 from 64, 8 from 16)
+    meeting the latency, MACs and params budgets, and removes the schedule's share of the way there.
+    Budgets: the structured target's, approached along the schedule, plus ``macs``/``params``/``latency``
     fractions of the dense model given here, held from the first removal on (``latency`` lets a MACs or params target
     also hold the predicted latency down: the target says how much goes, the extra budgets where it goes first).
     """
@@ -38,14 +40,18 @@ class LatencyAllocation(Stage):
     follows_structure = True
     revives_pruned = False
 
-    def __init__(self, macs: float | None = None, params: float | None = None, batches: int = 2, round_to: int = 8,
-                 backend: str = "torch", batch: int = 1, threads: int | None = None, latency: float | None = None):
+    def __init__(self, macs: float | None = None, params: float | None = None, batches: int = 2, round_to: int | str = "auto",
+                 backend: str = "torch", batch: int = 1, threads: int | None = None, latency: float | None = None,
+                 recalibrate: bool = True):
         for field, value in (("macs", macs), ("params", params), ("latency", latency)):
             if value is not None and not 0 < value < 1:
                 raise ConfigError(f"stages.latency_allocation.{field}", value, "a fraction of the dense model between 0 and 1")
-        if not (isinstance(round_to, int) and round_to >= 1):
-            raise ConfigError("stages.latency_allocation.round_to", round_to, "an integer >= 1")
+        if round_to != "auto" and not (isinstance(round_to, int) and not isinstance(round_to, bool) and round_to >= 1):
+            raise ConfigError("stages.latency_allocation.round_to", round_to, "an integer >= 1, or 'auto' (a step per layer from its width)")
         self.macs, self.params, self.latency, self.batches, self.round_to = macs, params, latency, batches, round_to
+        if not isinstance(recalibrate, bool):
+            raise ConfigError("stages.latency_allocation.recalibrate", recalibrate, "true or false")
+        self.recalibrate = recalibrate
         self.options = {"backend": backend, "batch": batch, "threads": threads}
         self.table: LatencyTable | None = None
         self._plan: tuple[int, list[GroupInfo]] | None = None
@@ -58,7 +64,7 @@ class LatencyAllocation(Stage):
             raise ConfigError("stages.latency_allocation", "without channel removal", "a recipe with a structured section whose widths it chooses")
         self.channels, self.ctx = removal.channels, ctx
         target = self.channels.target
-        self.table = getattr(target, "table", None) or latency_table(ctx.module, ctx.example_inputs, round_to=self.round_to, **self.options)
+        self.table = getattr(target, "table", None) or latency_table(ctx.module, ctx.example_inputs, round_to=self._table_step(), **self.options)
         kind = getattr(target, "kind", None)
         budgets_ms = [target.budget_ms(self.channels._dense_resource)] if kind == "latency" else []
         budgets_ms += [self.latency * self.table.dense_ms] if self.latency is not None else []
@@ -88,7 +94,7 @@ class LatencyAllocation(Stage):
         if self._plan is None or self._plan[0] != index:
             self._plan = (index, self._allocate(channels))
         _, infos = self._plan
-        widths = search(self.table, self.ctx.module, infos, self.budgets.partial(progress, self.table.dense_ms, self.paced), self.round_to)
+        widths = search(self.table, self.ctx.module, infos, self.budgets.partial(progress, self.table.dense_ms, self.paced))
         chosen = []
         graph = channels.ranker.DG
         for number, info in enumerate(infos):
@@ -110,6 +116,8 @@ class LatencyAllocation(Stage):
         model.eval()
 
         def loss() -> float:
+            if self.recalibrate:
+                return recalibrated_loss(model, batches, self.ctx.calibration.loss)
             with torch.no_grad():
                 return float(sum(float(self.ctx.calibration.loss(model, batch)) for batch in batches) / len(batches))
 
@@ -129,11 +137,16 @@ class LatencyAllocation(Stage):
             outs, ins = timed_members(group, names, self.table, ranker.DG)
             width = ranker.DG.get_out_channels(root)
             start = channels._initial_out.get(root, width)
-            floor = math.ceil(math.ceil(start * (1 - channels.max_layer_ratio)) / self.round_to) * self.round_to
-            infos.append(GroupInfo(group, root, outs, ins, width, min(floor, width), points))
-        final = search(self.table, model, infos, self.budgets, self.round_to)
+            step = auto_round_to(start) if self.round_to == "auto" else self.round_to
+            floor = math.ceil(math.ceil(start * (1 - channels.max_layer_ratio)) / step) * step
+            infos.append(GroupInfo(group, root, outs, ins, width, min(floor, width), points, step))
+        final = search(self.table, model, infos, self.budgets)
         log.info("latency allocation: widths at the full budgets %s", {names.get(id(i.root)): final[n] for n, i in enumerate(infos)})
         return infos
+
+    def _table_step(self) -> int:
+        """The width step the latency table samples at: the given ``round_to``, or the finest step ``auto`` takes."""
+        return self.round_to if isinstance(self.round_to, int) else STEPS[-1]
 
     def structure_changed(self, ctx: Context, remaps: Sequence[ParameterRemap]) -> None:
         """The plan's groups refer to replaced parameters: it is made afresh (sensitivity re-measured) at the next update."""
