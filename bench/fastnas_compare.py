@@ -91,15 +91,17 @@ def train(model: nn.Module, loader: DataLoader, epochs: int, lr: float, pruner_f
     return model.eval(), time.perf_counter() - started, setup_s + overhead_seconds(step_times)
 
 
-def pruneaware_factory(args: argparse.Namespace, calibration: list[tuple[torch.Tensor, torch.Tensor]], latency: float):
-    """A Pruner that removes channels early in the fine-tune, widths from latency allocation (``latency``: its extra budget)."""
-    allocation = {"type": "latency_allocation", "threads": args.threads, "round_to": args.round_to, "batches": len(calibration)}
+def pruneaware_factory(args: argparse.Namespace, calibration: list[tuple[torch.Tensor, torch.Tensor]], latency: float, distill: bool):
+    """A Pruner that removes channels early in the fine-tune, widths from latency allocation (``latency``: its extra budget),
+    with ``distill`` also distilling from the dense model."""
+    rounding = {} if args.round_to == "auto" else {"round_to": args.round_to}  # auto: the library's default
+    allocation = {"type": "latency_allocation", "threads": args.threads, "batches": len(calibration), **rounding}
     stages: list = ["channels", {**allocation, **({"latency": latency} if latency else {})}]
-    if args.distill:
+    if distill:
         stages.append({"type": "distill", "kl": 1.0, "temperature": 2.0})
     recipe = pa.Recipe.from_dict({
         "structured": {"schedule": {"type": "cubic", "final": 0.9, "begin": 0.0, "end": args.prune_until, "every": args.prune_every},
-                       "target": {"macs": args.macs}, "max_layer_ratio": 0.9, "round_to": args.round_to},
+                       "target": {"macs": args.macs}, "max_layer_ratio": 0.9, **rounding},
         "stages": stages,
     })
 
@@ -144,13 +146,14 @@ def run_seed(seed: int, args: argparse.Namespace, data) -> dict[str, dict[str, f
         slim, tune_s, _ = train(slim, loader, args.finetune_epochs, args.finetune_lr)
         models["FastNAS"] = slim
         rows["FastNAS"] = {"accuracy": accuracy(slim, test_loader), "prune_s": prune_s, "train_s": tune_s}
-    for latency in args.latency:
-        name = "pruneaware" if len(args.latency) == 1 else f"pruneaware-L{latency:g}"
+    variants = [(latency, distill) for latency in args.latency for distill in {"off": [False], "on": [True], "both": [False, True]}[args.distill]]
+    for latency, distill in variants:
+        name = ("pruneaware" if len(args.latency) == 1 else f"pruneaware-L{latency:g}") + ("-distill" if distill else "")
         torch.manual_seed(seed)
         with tempfile.TemporaryDirectory() as cache:  # a fresh latency table per variant: its build counts as pruning time
             if args.fresh_table:
                 os.environ["PRUNEAWARE_CACHE"] = cache
-            factory = pruneaware_factory(args, calibration, latency)
+            factory = pruneaware_factory(args, calibration, latency, distill)
             slim, tune_s, prune_s = train(copy.deepcopy(dense), loader, args.finetune_epochs, args.finetune_lr, factory)
         models[name] = slim
         rows[name] = {"accuracy": accuracy(slim, test_loader), "prune_s": prune_s, "train_s": tune_s}
@@ -214,10 +217,13 @@ def main() -> None:
                              "several values: one pruneaware run each")
     parser.add_argument("--score-images", type=int, default=1000, help="held-out training images FastNAS scores subnets on")
     parser.add_argument("--calibration-images", type=int, default=512, help="of those, pruneaware's sensitivity batches (256 each)")
-    parser.add_argument("--round-to", type=int, default=32, help="pruneaware's width multiple (FastNAS's channel divisor is 32)")
+    parser.add_argument("--round-to", type=lambda v: v if v == "auto" else int(v), default="auto",
+                        help="pruneaware's width multiple: auto (the library's default, a step per layer from its width) or an integer "
+                             "(FastNAS's channel divisor is 32)")
     parser.add_argument("--prune-until", type=float, default=0.3, help="fraction of the fine-tune by which pruneaware's removal ends")
     parser.add_argument("--prune-every", type=float, default=0.1)
-    parser.add_argument("--distill", action="store_true", help="pruneaware distills from the dense model while fine-tuning")
+    parser.add_argument("--distill", choices=("off", "on", "both"), default="off",
+                        help="pruneaware distills from the dense model while fine-tuning (FastNAS gets no teacher); both: a run each")
     parser.add_argument("--fresh-table", action=argparse.BooleanOptionalAction, default=True,
                         help="build pruneaware's latency table afresh per seed (its build counts as pruning time)")
     parser.add_argument("--skip-fastnas", action="store_true", help="pruneaware alone (no modelopt needed)")
