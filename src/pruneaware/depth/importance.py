@@ -1,10 +1,14 @@
 """How much a block matters: block influence on calibration data, or a gate on its residual branch.
 
-Block influence is ``1 - cos(input, output)`` per example (a block that barely changes its input
-can go). A gate scales the block's change of its input, ``x + g * (block(x) - x)``: trained with a
-penalty it is pushed toward 0 for blocks the loss does without (``gate``), and at ``g = 1`` the
-gradient of the loss with respect to it is the first-order Taylor estimate of removing the block
-(``taylor``).
+Block influence is ``1 - cos(input, output)`` (a block that barely changes its input can go),
+averaged over tokens for hidden states shaped (batch, tokens, features), as ShortGPT and Minitron
+define it, and over examples for other shapes (a convolution's whole feature map). Per token
+matters in decoders: a few tokens with huge activations (the first one, an attention sink) would
+otherwise dominate a whole sequence's cosine and hide what a block does to every other token.
+
+A gate scales the block's change of its input, ``x + g * (block(x) - x)``: trained with a penalty
+it is pushed toward 0 for blocks the loss does without (``gate``), and at ``g = 1`` the gradient
+of the loss with respect to it is the first-order Taylor estimate of removing the block (``taylor``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pruneaware.depth.blocks import block_input, first_tensor, run
 
 
 def block_influence(model: nn.Module, names: Sequence[str], batches: Iterable[Any]) -> dict[str, float]:
-    """Mean over examples of ``1 - cos(input, output)`` of each named block, on the inputs in ``batches``."""
+    """Mean of ``1 - cos(input, output)`` of each named block on the inputs in ``batches``: per token for 3-D hidden states, else per example."""
     totals = {name: 0.0 for name in names}
     counts = {name: 0 for name in names}
     handles = []
@@ -28,7 +32,7 @@ def block_influence(model: nn.Module, names: Sequence[str], batches: Iterable[An
     def hook(name: str) -> Any:
         def record(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             inp, out = block_input(args, kwargs), first_tensor(output)
-            cosine = F.cosine_similarity(inp.flatten(1).float(), out.flatten(1).float(), dim=1)
+            cosine = _cosine(inp, out)
             totals[name] += float((1 - cosine).sum())
             counts[name] += cosine.numel()
         return record
@@ -46,6 +50,13 @@ def block_influence(model: nn.Module, names: Sequence[str], batches: Iterable[An
         for handle in handles:
             handle.remove()
     return {name: totals[name] / max(counts[name], 1) for name in names}
+
+
+def _cosine(inp: Tensor, out: Tensor) -> Tensor:
+    """Cosine similarity of a block's input and output: per token of (batch, tokens, features), else per example."""
+    if inp.dim() == 3:
+        return F.cosine_similarity(inp.float(), out.float(), dim=-1).flatten()
+    return F.cosine_similarity(inp.flatten(1).float(), out.flatten(1).float(), dim=1)
 
 
 class BlockGates:
