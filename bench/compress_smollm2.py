@@ -52,14 +52,15 @@ SHAPES: dict[str, dict[str, Any]] = {
 VARIANTS = {"dense": None, "width_depth_kd": "width_depth", "width_depth_task": "width_depth", "depth_kd": "depth", "width_kd": "width", "scratch": "width_depth"}
 
 
-def recipe(shape: dict[str, Any], distill: bool, order: str, temperature: float) -> dict[str, Any]:
-    """Stages for ``shape`` (width and/or depth at step 0, in ``order``), with logit distillation first when ``distill``."""
+def recipe(shape: dict[str, Any], distill: bool, order: str, temperature: float, importance: str = "activation", calibration: int = 4) -> dict[str, Any]:
+    """Stages for ``shape`` (width by ``importance`` and/or depth by block influence at step 0, in ``order``), with logit distillation first when ``distill``."""
     width = {k: shape[k] for k in ("kv_groups", "queries_per_group", "intermediate") if k in shape}
     stages: list[dict[str, Any]] = []
     if width:
-        stages.append({"type": "gqa_width", **width})
+        stages.append({"type": "gqa_width", **width, "importance": importance, "calibration_batches": calibration})
     if "remove" in shape:
-        depth = {"type": "depth", "remove": shape["remove"], "importance": "influence", "layers": ["model.layers.*"]}
+        layers = shape.get("layers", ["model.layers.*"])
+        depth = {"type": "depth", "remove": shape["remove"], "importance": "influence", "layers": layers, "calibration_batches": calibration}
         stages = [depth, *stages] if order == "depth-first" else [*stages, depth]
     if distill:
         stages.insert(0, {"type": "distill", "kl": 1.0, "temperature": temperature})
@@ -105,7 +106,8 @@ def train(model: nn.Module, windows: torch.Tensor, evaluation: torch.Tensor, arg
     pruner = None
     if shape is not None:
         calibration = [(batch.to(device), None) for batch in batches[: args.calibration]]
-        pruner = pa.Pruner(model, optimizer, recipe(shape, distill, args.order, args.temperature), total_steps=len(batches), example_inputs=calibration[0][0][:1], calibration_data=calibration)
+        stages = recipe(shape, distill, args.order, args.temperature, args.width_importance, args.calibration)
+        pruner = pa.Pruner(model, optimizer, stages, total_steps=len(batches), example_inputs=calibration[0][0][:1], calibration_data=calibration)
     start_perplexity = pa.llm.perplexity(model, evaluation) if shape is not None else None  # the cut, before any training
     losses: list[float] = []
     model.train()
@@ -164,6 +166,39 @@ def run_variant(args: argparse.Namespace, variant: str, dense: nn.Module, evalua
     return {**row, "wall_seconds": time.perf_counter() - started}
 
 
+def parse_cut(spec: str, layers: int) -> dict[str, Any]:
+    """A ``--cut`` spec (``queries_per_group=2,intermediate=768,remove=10``; ``last=K`` removes the K layers before the final one) as a shape."""
+    shape: dict[str, Any] = {}
+    for item in filter(None, spec.replace("dense", "").split(",")):
+        key, _, value = item.partition("=")
+        if key not in ("kv_groups", "queries_per_group", "intermediate", "remove", "last") or not value.isdigit():
+            raise SystemExit(f"--cut {spec!r}: expected key=count items with keys kv_groups, queries_per_group, intermediate, remove, last")
+        shape[key] = int(value)
+    if "last" in shape:
+        count = shape.pop("last")
+        shape.update(remove=count, layers=[f"model.layers.{i}" for i in range(layers - 1 - count, layers - 1)])
+    return shape
+
+
+def cut_only(args: argparse.Namespace, spec: str, dense: nn.Module, evaluation: torch.Tensor, train_tokens: torch.Tensor) -> dict[str, Any]:
+    """Prune a copy of ``dense`` to the ``--cut`` spec exactly as a variant does at step 0, and measure its held-out perplexity untrained."""
+    shape = parse_cut(spec, dense.config.num_hidden_layers)
+    if not shape:  # "dense": no cut
+        return {"cut": spec, "params": sum(p.numel() for p in dense.parameters()), "params_fraction": 1.0, "perplexity": pa.llm.perplexity(dense, evaluation)}
+    windows = pa.llm.random_windows(train_tokens, args.seq, args.calibration * args.batch, seed=args.seed)
+    calibration = [(batch.to(args.device), None) for batch in windows.split(args.batch)]
+    model = copy.deepcopy(dense)
+    stages = recipe(shape, False, args.order, args.temperature, args.width_importance, args.calibration)
+    pruner = pa.Pruner(model, None, stages, total_steps=1, example_inputs=calibration[0][0][:1], calibration_data=calibration)
+    removed = list(pruner.stage("depth").removed) if "remove" in shape else []
+    pruner.finalize()
+    params = sum(p.numel() for p in model.parameters())
+    return {
+        "cut": spec, "importance": args.width_importance, "removed": removed, "params": params, "params_fraction": params / sum(p.numel() for p in dense.parameters()),
+        "perplexity": pa.llm.perplexity(model, evaluation), "config": architecture(model.config),
+    }
+
+
 @torch.no_grad()
 def decode_seconds(model: nn.Module, prompt: torch.Tensor, new_tokens: int) -> float:
     """Seconds per generated token, greedy with the KV cache, after a ``prompt`` prefill (batch 1)."""
@@ -219,7 +254,9 @@ def main() -> None:
     parser.add_argument("--lr-scratch", type=float, default=1e-3)
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--order", choices=("width-first", "depth-first"), default="width-first")
-    parser.add_argument("--calibration", type=int, default=1, help="training batches scored for block influence")
+    parser.add_argument("--calibration", type=int, default=4, help="training batches scored for block influence and activation importance")
+    parser.add_argument("--width-importance", choices=("activation", "weight"), default="activation", help="how gqa_width ranks heads and neurons")
+    parser.add_argument("--cut", nargs="+", metavar="SPEC", help="only cut copies of the dense model (e.g. intermediate=768 remove=10 last=5) and print their perplexity")
     parser.add_argument("--eval-windows", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -233,13 +270,15 @@ def main() -> None:
     if args.table:
         print(table(args))
         return
-    if not args.variant:
-        parser.error("one of --variant NAME [NAME ...] or --table")
+    if not args.variant and not args.cut:
+        parser.error("one of --variant NAME [NAME ...], --cut SPEC [SPEC ...] or --table")
     started = time.perf_counter()
     dense, evaluation, train_tokens = load(args)
     load_seconds = time.perf_counter() - started
     gpu = torch.cuda.get_device_name() if args.device == "cuda" else None
-    for variant in args.variant:
+    for spec in args.cut or []:
+        print(json.dumps({**cut_only(args, spec, dense, evaluation, train_tokens), "load": os.getloadavg()}), flush=True)
+    for variant in args.variant or []:
         row = run_variant(args, variant, dense, evaluation, train_tokens)
         machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "load": os.getloadavg(), "gpu": gpu}
         row.update(load_seconds=load_seconds, args={k: str(v) for k, v in vars(args).items()}, machine=machine)

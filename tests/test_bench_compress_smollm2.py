@@ -30,7 +30,7 @@ def _llama():
 
 
 def _args(**overrides):
-    options = {"batch": 2, "calibration": 1, "order": "width-first", "temperature": 1.0, "device": "cpu", "seq": 16, "latency_rounds": 1, "new_tokens": 2}
+    options = {"batch": 2, "calibration": 1, "order": "width-first", "temperature": 1.0, "device": "cpu", "seq": 16, "latency_rounds": 1, "new_tokens": 2, "width_importance": "activation"}
     return argparse.Namespace(**{**options, **overrides})
 
 
@@ -56,6 +56,20 @@ def test_recipe_orders_width_and_depth_and_puts_distillation_first(bench):
     stages = bench.recipe(SHAPE, True, "depth-first", 1.0)["stages"]
     assert [s["type"] for s in stages] == ["distill", "depth", "gqa_width"]
     assert [s["type"] for s in bench.recipe({"remove": 3}, False, "width-first", 1.0)["stages"]] == ["depth"]
+
+
+def test_cut_only_prunes_a_copy_like_a_variant_and_names_the_removed_layers(bench):
+    dense, evaluation = _llama(), torch.randint(0, 60, (4, 16))
+    assert bench.parse_cut("last=2", 5) == {"remove": 2, "layers": ["model.layers.2", "model.layers.3"]}
+    assert bench.parse_cut("dense", 5) == {}
+    with pytest.raises(SystemExit, match="expected key=count"):
+        bench.parse_cut("heads=2", 5)
+    args = _args(calibration=2, seed=0)
+    row = bench.cut_only(args, "queries_per_group=1,intermediate=24,last=2", dense, evaluation, torch.randint(0, 60, (500,)))
+    assert sorted(row["removed"]) == ["model.layers.2", "model.layers.3"] and row["config"]["num_hidden_layers"] == 3
+    assert row["config"]["num_attention_heads"] == 2 and row["config"]["intermediate_size"] == 24 and row["params"] < sum(p.numel() for p in dense.parameters())
+    assert len(dense.model.layers) == 5 and row["perplexity"] > 1
+    assert bench.cut_only(args, "dense", dense, evaluation, torch.randint(0, 60, (500,)))["params_fraction"] == 1.0
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth(bench):
