@@ -1,11 +1,11 @@
 """Which sparse LoRA keeps more quality: masking the adapter's update only at merge, or training through the masked product?
 
 An MLP (64-256-256-10) is trained dense on scikit-learn's digits, pruned one-shot by magnitude
-(80% of its two hidden Linears), then recovered by LoRA (rank 4 on both pruned Linears, base
+(80% of its two hidden Linears, or N:M with ``--nm 2:4``), then recovered by LoRA (rank 4 on both pruned Linears, base
 frozen) in each mode; the merged models are evaluated on the held-out split. For ``merge`` the
 unmerged (dense-update) model is evaluated too: the gap between the two is what the merge cuts.
 
-    nice -n 5 python bench/lora_masking.py [--seeds 5] [--steps 300] [--sparsity 0.8] [--out runs/lora_masking.json]
+    nice -n 5 python bench/lora_masking.py [--seeds 5] [--steps 300] [--sparsity 0.8 | --nm 2:4] [--out runs/lora_masking.json]
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from pruneaware.data import load_digits
-from pruneaware.granularity import Element
+from pruneaware.granularity import NM, Element, Granularity
 from pruneaware.lora import SparseLoRA
 
 HIDDEN = 256
@@ -51,12 +51,31 @@ def evaluate(model: nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> dict[
     return {"loss": float(nn.functional.cross_entropy(logits, data[1])), "accuracy": float((logits.argmax(1) == data[1]).float().mean())}
 
 
+def granularity(args: argparse.Namespace) -> tuple[Granularity, float]:
+    """The pruning pattern and its sparsity: N:M from ``--nm`` (e.g. 2:4), else unstructured at ``--sparsity``."""
+    if args.nm is None:
+        return Element(), args.sparsity
+    n, _, m = args.nm.partition(":")
+    if not (n.isdigit() and m.isdigit()):
+        raise SystemExit(f"--nm {args.nm!r}: expected N:M with whole numbers, e.g. 2:4")
+    pattern = NM(int(n), int(m))
+    return pattern, pattern.sparsity
+
+
+def nm_kept(weight: torch.Tensor, pattern: Granularity) -> bool:
+    """Whether every group of M consecutive input weights has at most N nonzeros (True for an unstructured pattern)."""
+    if not isinstance(pattern, NM):
+        return True
+    return bool(((weight != 0).reshape(-1, pattern.m).sum(1) <= pattern.n).all())
+
+
 def run(seed: int, args: argparse.Namespace, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor]) -> dict[str, object]:
     torch.manual_seed(seed)
     dense = mlp()
     fit(dense, train, 400, 1e-3, seed)
     weights = {name: dense.get_submodule(name).weight for name in ("1", "3")}
-    masks = Element().masks({name: w.detach().abs() for name, w in weights.items()}, args.sparsity)
+    pattern, sparsity = granularity(args)
+    masks = pattern.masks({name: w.detach().abs() for name, w in weights.items()}, sparsity)
     with torch.no_grad():
         for name, weight in weights.items():
             weight.mul_(masks[name])
@@ -71,7 +90,13 @@ def run(seed: int, args: argparse.Namespace, train: tuple[torch.Tensor, torch.Te
         fit(model, train, args.steps, args.lr, seed + 2)
         trained = evaluate(model, test)
         merged = lora.merge()
-        result[mode] = {"trained": trained, "merged": evaluate(merged, test), "sparsity": sum(int((merged.get_submodule(n).weight == 0).sum()) for n in ("1", "3")) / sum(w.numel() for w in weights.values())}
+        merged_weights = [merged.get_submodule(n).weight for n in ("1", "3")]
+        result[mode] = {
+            "trained": trained,
+            "merged": evaluate(merged, test),
+            "sparsity": sum(int((w == 0).sum()) for w in merged_weights) / sum(w.numel() for w in weights.values()),
+            "pattern_kept": all(nm_kept(w, pattern) for w in merged_weights),
+        }
     return result
 
 
@@ -82,6 +107,7 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--sparsity", type=float, default=0.8)
+    parser.add_argument("--nm", default=None, help="prune N:M (e.g. 2:4) instead of unstructured --sparsity")
     parser.add_argument("--out", type=Path, default=Path("runs/lora_masking.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -98,6 +124,9 @@ def main() -> None:
     summary["pruned, no fine-tune"] = {"accuracy_mean": statistics.mean(pruned), "accuracy_sd": statistics.pstdev(pruned)}
     for name, row in summary.items():
         print(f"{name:24s} accuracy {row['accuracy_mean']:.4f} ± {row['accuracy_sd']:.4f}" + (f"  loss {row['loss_mean']:.4f} ± {row['loss_sd']:.4f}" if "loss_mean" in row else ""))
+    for key in ("product", "merge"):
+        sparsities = sorted({round(r[key]["sparsity"], 4) for r in runs})  # type: ignore[index]
+        print(f"{key} merged sparsity {sparsities}, pattern kept in every run: {all(r[key]['pattern_kept'] for r in runs)}")  # type: ignore[index]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "python": sys.version.split()[0], "load": os.getloadavg()}
     args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine, "summary": summary, "runs": runs}, indent=1))

@@ -39,14 +39,18 @@ def block_zeros(model: nn.Module) -> int:
 
 
 def train(model: nn.Module, windows: torch.Tensor, args: argparse.Namespace, lr: float, pruner: pa.Pruner | None = None) -> dict[str, float]:
-    """AdamW with linear warmup on the trainable parameters; with ``pruner`` driven by hand around each step (masks held)."""
+    """AdamW with linear warmup on the trainable parameters; with ``pruner`` driven by hand around each step (masks held).
+
+    Wall and CPU seconds (all threads of this process) are both kept: on a shared machine the wall time
+    grows with other work, the CPU time much less.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     warmup = max(args.steps // 10, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min((step + 1) / warmup, 1.0))
     model.train()
     release_freed()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with PeakRSS() as peak:
         for batch in windows.split(args.batch)[: args.steps]:
             loss = model(input_ids=batch, labels=batch).loss
@@ -58,9 +62,9 @@ def train(model: nn.Module, windows: torch.Tensor, args: argparse.Namespace, lr:
             if pruner is not None:
                 pruner.step()
             scheduler.step()
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     model.eval()
-    return {"train_s": seconds, "step_s": seconds / args.steps, "peak_rss_mb": peak.mib, "trainable": sum(p.numel() for p in params)}
+    return {"train_s": seconds, "step_s": seconds / args.steps, "cpu_s": cpu_seconds, "peak_rss_mb": peak.mib, "trainable": sum(p.numel() for p in params)}
 
 
 def prune(model: nn.Module, args: argparse.Namespace, train_tokens: torch.Tensor) -> float:
@@ -114,13 +118,23 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def table(path: Path) -> str:
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    lines = ["| method | pattern | variant | perplexity | trainable | peak RSS (MiB) | train s (s/step) | block sparsity, merged = base |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| method | pattern | variant | perplexity | trainable | peak RSS (MiB) | train s wall (s/step) | train CPU s | load | block sparsity, merged = base |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         name = r["variant"] if r["variant"] != "lora" else f"LoRA r={r['rank']}, {r['lora_mode']}"
         train = f"{r['train_s']:.0f} ({r['step_s']:.1f})" if "train_s" in r else ""
         memory = f"{r['peak_rss_mb']:.0f}" if "peak_rss_mb" in r else ""
         trainable = f"{r['trainable']:,}" if "trainable" in r else "0"
-        lines.append(f"| {r['method']} | {r['pattern']} | {name} | {r['perplexity']:.1f} | {trainable} | {memory} | {train} | {r['block_sparsity']:.4f}, {r['zeros'] == r['base_zeros']} |")
+        cpu = f"{r['cpu_s']:.0f}" if "cpu_s" in r else ""
+        machine = r.get("machine", {})
+        loads = [machine[key][0] for key in ("load_start", "load") if key in machine]
+        load_text = "-".join(f"{value:.1f}" for value in loads)  # 1-minute load average at the start and the end
+        lines.append(
+            f"| {r['method']} | {r['pattern']} | {name} | {r['perplexity']:.1f} | {trainable} | {memory} | {train} | {cpu} | {load_text}"
+            f" | {r['block_sparsity']:.4f}, {r['zeros'] == r['base_zeros']} |"
+        )
     return "\n".join(lines)
 
 
@@ -148,8 +162,10 @@ def main() -> None:
     if args.method == "dense" and args.variant != "none":
         parser.error("--method dense measures the unpruned model: --variant none")
     torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
     row = measure(args)
-    row.update(args={k: str(v) for k, v in vars(args).items()}, machine={"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "load": os.getloadavg()})
+    machine = {"machine": platform.machine(), "cpus": os.cpu_count(), "torch": torch.__version__, "load_start": load_start, "load": os.getloadavg()}
+    row.update(args={k: str(v) for k, v in vars(args).items()}, machine=machine)
     print(json.dumps(row), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("a") as out:
