@@ -12,11 +12,16 @@ Each ``--variant`` writes one JSON row to ``--out`` (on a shared CPU, run one pe
 - ``scratch``: the ``width_depth`` architecture from random initialization, trained on the
   next-token loss for ``--scratch-factor`` times ``--tokens`` tokens.
 
+Width is ranked by activations on ``--calibration`` training batches (``--width-importance weight``:
+by weight norms), depth by block influence per token on the same batches. ``--cut SPEC ...`` only
+cuts copies of the dense model and prints each one's perplexity untrained (the diagnosis of a cut).
+
 Perplexity is on held-out Shakespeare plays. ``--table`` assembles the rows and measures the
 decode latency per token of every architecture side by side in one process (batch 1, KV cache,
 random weights of each row's shape: latency depends on shapes only), interleaved, median.
 
-    nice -n 10 flock /tmp/pa-heavy.lock .venv/bin/python bench/compress_smollm2.py --variant width_depth_kd --tokens 4096
+    flock -s /tmp/pa-heavy.lock nice -n 10 .venv/bin/python bench/compress_smollm2.py --variant width_depth_kd --tokens 4096
+    flock -s /tmp/pa-heavy.lock nice -n 10 .venv/bin/python bench/compress_smollm2.py --cut intermediate=768 remove=10 last=10
     .venv/bin/python bench/compress_smollm2.py --table
 """
 
