@@ -3,11 +3,11 @@
 Each ``--variant`` writes one JSON row to ``--out`` (on a shared CPU, run one per invocation so a lock is released between them):
 
 - ``dense``: the pretrained model, evaluated only (the teacher of the ``*_kd`` variants);
-- ``width_depth_kd``: ``gqa_width`` (2 of 3 query heads per KV group, 768 of 1536 MLP neurons) and
-  ``depth`` (10 of 30 layers, block influence) at step 0, then ``--tokens`` tokens of logit
+- ``width_depth_kd``: ``gqa_width`` (448 of 1536 MLP neurons, attention whole) and ``depth``
+  (6 of 30 layers, block influence) at step 0, then ``--tokens`` tokens of logit
   distillation from the dense model; ``width_depth_task``: the same shape trained on the
   next-token loss alone;
-- ``depth_kd`` (19 layers removed) and ``width_kd`` (1 query head per group, 512 neurons): about
+- ``depth_kd`` (19 layers removed) and ``width_kd`` (2 of 3 KV groups with their query heads, 427 neurons): about
   the same parameter count, each distilled on ``--tokens`` tokens;
 - ``scratch``: the ``width_depth`` architecture from random initialization, trained on the
   next-token loss for ``--scratch-factor`` times ``--tokens`` tokens.
@@ -50,9 +50,10 @@ import pruneaware as pa  # noqa: E402
 from pruneaware.data.shakespeare import load_plays  # noqa: E402
 
 SHAPES: dict[str, dict[str, Any]] = {
-    "width_depth": {"queries_per_group": 2, "intermediate": 768, "remove": 10},
+    # the best-measured shapes of the post-cut diagnosis (docs/compress.md) at about half the parameters
+    "width_depth": {"intermediate": 448, "remove": 6},
     "depth": {"remove": 19},
-    "width": {"queries_per_group": 1, "intermediate": 512},
+    "width": {"kv_groups": 2, "intermediate": 427},
 }
 VARIANTS = {"dense": None, "width_depth_kd": "width_depth", "width_depth_task": "width_depth", "depth_kd": "depth", "width_kd": "width", "scratch": "width_depth"}
 
