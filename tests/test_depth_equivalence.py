@@ -58,3 +58,28 @@ def test_influence_is_per_token_so_a_huge_token_does_not_hide_a_block_that_rewri
     assert scores["0"] > 0.5 > 0.01 > scores["1"]  # per sequence the first would look unchanged (the huge token dominates the cosine)
     image = torch.randn(2, 3, 4, 4)
     assert block_influence(nn.Sequential(nn.Identity(), nn.Identity()), ["0"], [image])["0"] == pytest.approx(0.0, abs=1e-6)  # 4-D: per example
+
+
+class _Keywords(nn.Module):
+    """Runs ``blocks`` on ``hidden`` (a batch given as keywords, as Hugging Face models take it)."""
+
+    def __init__(self, *blocks: nn.Module):
+        super().__init__()
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, hidden, attention_mask):
+        return self.blocks(hidden)
+
+
+def test_influence_leaves_out_padding_tokens():
+    hidden = torch.zeros(2, 4, 8)
+    hidden[:, :, 0] = 1.0
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0]])
+    # the first block rewrites only padding positions, the second turns every real token a little
+    model = _Keywords(_Rotate([3], 10.0), _Rotate([0, 1, 2], 0.3))
+    batch = {"hidden": hidden, "attention_mask": mask}
+    scores = block_influence(model, ["blocks.0", "blocks.1"], [batch])
+    assert scores["blocks.0"] == pytest.approx(0.0, abs=1e-6)
+    assert scores["blocks.1"] > 0.01
+    unmasked = block_influence(model, ["blocks.0", "blocks.1"], [{"hidden": hidden, "attention_mask": torch.ones(2, 4)}])
+    assert unmasked["blocks.0"] > unmasked["blocks.1"]  # counted in, the padding would make the first look the more important

@@ -13,7 +13,7 @@ of the loss with respect to it is the first-order Taylor estimate of removing th
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,15 +24,17 @@ from pruneaware.depth.blocks import block_input, first_tensor, run
 
 
 def block_influence(model: nn.Module, names: Sequence[str], batches: Iterable[Any]) -> dict[str, float]:
-    """Mean of ``1 - cos(input, output)`` of each named block on the inputs in ``batches``: per token for 3-D hidden states, else per example."""
+    """Mean of ``1 - cos(input, output)`` of each named block on the inputs in ``batches``: per token for 3-D hidden
+    states (padding left out where a batch carries an ``attention_mask``), else per example."""
     totals = {name: 0.0 for name in names}
     counts = {name: 0 for name in names}
     handles = []
+    current: dict[str, Tensor | None] = {"tokens": None}
 
     def hook(name: str) -> Any:
         def record(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
             inp, out = block_input(args, kwargs), first_tensor(output)
-            cosine = _cosine(inp, out)
+            cosine = _cosine(inp, out, current["tokens"])
             totals[name] += float((1 - cosine).sum())
             counts[name] += cosine.numel()
         return record
@@ -44,6 +46,7 @@ def block_influence(model: nn.Module, names: Sequence[str], batches: Iterable[An
         model.eval()
         with torch.no_grad():
             for inputs in batches:
+                current["tokens"] = _real_tokens(inputs)
                 run(model, inputs)
     finally:
         model.train(training)
@@ -52,10 +55,24 @@ def block_influence(model: nn.Module, names: Sequence[str], batches: Iterable[An
     return {name: totals[name] / max(counts[name], 1) for name in names}
 
 
-def _cosine(inp: Tensor, out: Tensor) -> Tensor:
-    """Cosine similarity of a block's input and output: per token of (batch, tokens, features), else per example."""
+def _real_tokens(inputs: Any) -> Tensor | None:
+    """The (batch, tokens) mask of real tokens of a batch given as keywords with an ``attention_mask``, else None.
+
+    Padding positions carry no text: a block may leave them nearly unchanged or change them wildly, and averaged in
+    they would decide which blocks look removable (measured on MiniLM, docs/compress.md).
+    """
+    mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
+    return mask.bool() if isinstance(mask, Tensor) and mask.dim() == 2 else None
+
+
+def _cosine(inp: Tensor, out: Tensor, tokens: Tensor | None = None) -> Tensor:
+    """Cosine similarity of a block's input and output: per token of (batch, tokens, features), only the real
+    ``tokens`` where given, else per example."""
     if inp.dim() == 3:
-        return F.cosine_similarity(inp.float(), out.float(), dim=-1).flatten()
+        cosine = F.cosine_similarity(inp.float(), out.float(), dim=-1)
+        if tokens is not None and tokens.shape == cosine.shape:
+            return cosine[tokens.to(cosine.device)]
+        return cosine.flatten()
     return F.cosine_similarity(inp.flatten(1).float(), out.flatten(1).float(), dim=1)
 
 
