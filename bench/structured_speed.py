@@ -31,7 +31,8 @@ from torch import nn
 
 import pruneaware as pa
 from pruneaware.hardware.keys import cpu_name
-from pruneaware.measure import compare_latency, count_parameters
+from pruneaware.hardware import compare_ms, median_ms
+from pruneaware.measure import count_parameters
 from pruneaware.structured import convert_for_pruning
 from pruneaware.schedules import OneShot
 from pruneaware.structured.attention import AttentionHeads
@@ -63,7 +64,7 @@ RESIDUAL = {  # modules writing the residual stream: left whole by --keep-residu
 
 def prune_with_pruneaware(
     model: nn.Module, example: torch.Tensor, ratio: float, round_to: int | None, macs: float | None = None,
-    allocation: str = "uniform", keep_residual: bool = False, latency: float | None = None,
+    allocation: str = "uniform", keep_residual: bool = False, latency: float | None = None, backend: str = "torch",
 ) -> pa.Pruner:
     """``ratio`` of every layer's channels, or (``macs``) the smallest removal meeting a MACs budget, which
     ``allocation`` spreads uniformly, by global ranking, or by measured sensitivity and the latency table (which, given
@@ -75,7 +76,8 @@ def prune_with_pruneaware(
     spec: dict = {"structured": structured}
     extra: dict = {}
     if allocation == "latency":  # sensitivity on random calibration data: a speed bench, the widths are what matters here
-        stage = {"type": "latency_allocation", "round_to": round_to or 8, "threads": torch.get_num_threads(), "latency": latency}
+        stage = {"type": "latency_allocation", "threads": torch.get_num_threads(), "latency": latency, "backend": backend,
+                 **({"round_to": round_to} if round_to else {})}  # without --round-to: the library's default (auto)
         spec["stages"] = ["channels", stage]
         extra = {"calibration_data": [(example, torch.zeros(1, dtype=torch.long))], "loss_fn": nn.functional.cross_entropy}
     return pa.Pruner(model, None, pa.Recipe.from_dict(spec), total_steps=1, example_inputs=example, **extra)
@@ -140,18 +142,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed forwards per model and batch size")
     parser.add_argument("--prune-repeats", type=int, default=4, help="timed prunes per tool")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
+                        help="where latency is measured, and the latency table latency allocation reads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     amount = f"MACs target {args.macs}, {args.allocation} allocation" if args.macs is not None else f"ratio {args.ratio}"
     print(f"torch {torch.__version__}, torch-pruning {version('torch-pruning')}, {cpu_name()}, {args.threads} threads, {amount}, "
-          f"round_to {args.round_to}, latency budget {args.latency}, keep residual {args.keep_residual}, image {args.image}, load average {os.getloadavg()[0]:.1f}")
+          f"round_to {args.round_to}, latency budget {args.latency}, keep residual {args.keep_residual}, image {args.image}, backend {args.backend}, load average {os.getloadavg()[0]:.1f}")
 
     for name in args.models:
         dense, example = build(name, args.image)
         slim = copy.deepcopy(dense)
         started = time.perf_counter()
-        prune_with_pruneaware(slim, example, args.ratio, args.round_to, args.macs, args.allocation, args.keep_residual, args.latency)
+        prune_with_pruneaware(slim, example, args.ratio, args.round_to, args.macs, args.allocation, args.keep_residual, args.latency, args.backend)
         pruned_in = time.perf_counter() - started
         widths = sorted({m.out_channels for m in slim.modules() if isinstance(m, nn.Conv2d)} | {m.out_features for m in slim.modules() if isinstance(m, nn.Linear)})
         dense_macs, slim_macs = forward_macs(dense, example), forward_macs(slim, example)
@@ -163,9 +167,9 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for batch in args.batch:
             inputs = torch.randn(batch, *example.shape[1:])
-            latency = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=3, repeats=args.repeats, threads=args.threads)
-            speedup = latency["dense"].median_ms / latency["slim"].median_ms
-            print(f"| {batch} | {latency['dense'].median_ms:.1f} | {latency['slim'].median_ms:.1f} | {speedup:.2f}x "
+            latency = median_ms(compare_ms({"dense": dense, "slim": slim}, inputs, args.backend, rounds=args.repeats))
+            speedup = latency["dense"] / latency["slim"]
+            print(f"| {batch} | {latency['dense']:.1f} | {latency['slim']:.1f} | {speedup:.2f}x "
                   f"| {macs_ratio:.2f}x | {speedup / macs_ratio:.2f} |")
         if args.no_prune_timing or args.macs is not None:
             continue

@@ -96,3 +96,24 @@ def test_onnxruntime_table(cache):
     model, x = small_cnn(), torch.randn(1, 3, 16, 16)
     table = build_table(model, x, backend="onnxruntime", batch=1, points=2, repeats=2, threads=1, progress=False)
     assert "onnxruntime" in table.key.versions and predict_latency(model, table) == pytest.approx(table.dense_ms)
+
+
+@pytest.mark.parametrize("name", ["torch", "onnxruntime"])
+def test_compare_ms_times_every_model_each_round_and_ranks_a_slimmer_one_faster(name):
+    if name == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    from pruneaware.hardware import compare_ms, median_ms
+
+    torch.manual_seed(0)
+    wide = nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 512)).eval()
+    narrow = nn.Sequential(nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 512)).eval()
+    times = compare_ms({"wide": wide, "narrow": narrow}, torch.randn(32, 512), name, rounds=9)
+    assert {len(values) for values in times.values()} == {9}
+    medians = median_ms(times)
+    assert medians["narrow"] < medians["wide"]  # 32x fewer MACs: no load on a CI machine hides that
+    assert wide.training is False and next(wide.parameters()).device.type == "cpu"
+
+
+def test_onnxruntime_tables_say_worker_threads_do_not_spin():
+    pytest.importorskip("onnxruntime")
+    assert "no spinning" in backend("onnxruntime").versions()  # a table timed with spinning workers is not reused

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import io
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,6 +17,8 @@ from pruneaware.core.errors import ConfigError
 
 Timer = Callable[..., float]
 """``timer(module, inputs, repeats, before=None)``: ``before()`` runs untimed ahead of each timed forward."""
+Runner = Callable[[], object]
+"""One forward of a prepared model (a module in eval mode, an inference session) on fixed inputs."""
 
 
 def _nothing() -> None:
@@ -31,20 +35,36 @@ class Backend:
     time_ms: Timer
     """``time_ms(module, inputs, repeats, before=None)``: the fastest of ``repeats`` forwards after warm-up (the least disturbed by other load)."""
     hint: str
+    runner: Callable[[nn.Module, Tensor], Runner]
+    """``runner(module, inputs)``: the model prepared once on this backend, returned as a call that runs one forward."""
+
+
+def _fastest_ms(run: Callable[[], object], repeats: int, before: Callable[[], None], warmup: int = 2) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        before()
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * min(times)
+
+
+def _torch_runner(module: nn.Module, inputs: Tensor) -> Runner:
+    module = module.eval()
+
+    def run() -> object:
+        with torch.inference_mode():
+            return module(inputs)
+
+    return run
 
 
 def _torch_cpu(module: nn.Module, inputs: Tensor, repeats: int, before: Callable[[], None] = _nothing) -> float:
     module = module.eval()
-    with torch.inference_mode():
-        for _ in range(2):
-            module(inputs)
-        times = []
-        for _ in range(repeats):
-            before()
-            start = time.perf_counter()
-            module(inputs)
-            times.append(time.perf_counter() - start)
-    return 1000.0 * min(times)
+    with torch.inference_mode():  # entered once: a per-call context would weigh on microsecond layers
+        return _fastest_ms(lambda: module(inputs), repeats, before)
 
 
 def _cuda(module: nn.Module, inputs: Tensor, repeats: int, before: Callable[[], None] = _nothing) -> float:
@@ -70,7 +90,21 @@ def _cuda(module: nn.Module, inputs: Tensor, repeats: int, before: Callable[[], 
     return min(times)
 
 
-def _onnxruntime(module: nn.Module, inputs: Tensor, repeats: int, before: Callable[[], None] = _nothing) -> float:
+def _cuda_runner(module: nn.Module, inputs: Tensor) -> Runner:
+    """A synchronised forward of a GPU copy of ``module`` (the caller's module stays where it is)."""
+    module, inputs = copy.deepcopy(module).eval().cuda(), inputs.cuda()
+
+    def run() -> object:
+        with torch.inference_mode():
+            output = module(inputs)
+        torch.cuda.synchronize()
+        return output
+
+    return run
+
+
+def _onnxruntime_runner(module: nn.Module, inputs: Tensor) -> Runner:
+    """An onnxruntime CPU session of ``module`` exported at ``inputs``' shape (its graph optimisations on: BatchNorm folded)."""
     import onnxruntime
 
     buffer = io.BytesIO()
@@ -79,34 +113,33 @@ def _onnxruntime(module: nn.Module, inputs: Tensor, repeats: int, before: Callab
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # Idle workers spinning for work would steal the cores of whichever session runs next (two models timed side by
+    # side, or a table's layers one after another): measured on 2 cores, spinning made ResNet-50 1.7x slower at batch 1.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
     feed = {"x": inputs.numpy()}
-    for _ in range(2):
-        session.run(None, feed)
-    times = []
-    for _ in range(repeats):
-        before()
-        start = time.perf_counter()
-        session.run(None, feed)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * min(times)
+    return lambda: session.run(None, feed)
+
+
+def _onnxruntime(module: nn.Module, inputs: Tensor, repeats: int, before: Callable[[], None] = _nothing) -> float:
+    return _fastest_ms(_onnxruntime_runner(module, inputs), repeats, before)
 
 
 def _ort_version() -> str:
     import onnxruntime
 
-    return f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}"
+    return f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, no spinning"
 
 
 BACKENDS: dict[str, Backend] = {
-    "torch": Backend("torch", lambda: True, lambda: f"torch {torch.__version__}", _torch_cpu, ""),
+    "torch": Backend("torch", lambda: True, lambda: f"torch {torch.__version__}", _torch_cpu, "", _torch_runner),
     "onnxruntime": Backend(
         "onnxruntime", lambda: importlib.util.find_spec("onnxruntime") is not None, _ort_version, _onnxruntime,
-        "pip install onnxruntime (and onnx), or use backend: torch",
+        "pip install onnxruntime (and onnx), or use backend: torch", _onnxruntime_runner,
     ),
     "cuda": Backend(
         "cuda", torch.cuda.is_available, lambda: f"torch {torch.__version__}, cuda {torch.version.cuda}", _cuda,
-        "run on a machine with a CUDA GPU and a CUDA build of torch, or use backend: torch",
+        "run on a machine with a CUDA GPU and a CUDA build of torch, or use backend: torch", _cuda_runner,
     ),
 }
 
@@ -119,3 +152,28 @@ def backend(name: str) -> Backend:
     if not found.available():
         raise ConfigError("latency backend", name, f"a backend available on this machine: {name!r} is not ({found.hint})")
     return found
+
+
+def compare_ms(models: dict[str, nn.Module], inputs: Tensor, backend_name: str = "torch", rounds: int = 20, warmup: int = 3) -> dict[str, list[float]]:
+    """Milliseconds of one forward of each model on ``backend_name``, ``rounds`` rounds interleaved across the models.
+
+    Each model is prepared once (an onnxruntime session is built once, not per round), so a ratio of two
+    models' medians is measured side by side under the same load.
+    """
+    found = backend(backend_name)
+    runners = {name: found.runner(model, inputs) for name, model in models.items()}
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(1000.0 * (time.perf_counter() - start))
+    return times
+
+
+def median_ms(times: dict[str, list[float]]) -> dict[str, float]:
+    """The median of each model's rounds."""
+    return {name: statistics.median(values) for name, values in times.items()}
