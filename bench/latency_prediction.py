@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import pruneaware as pa
-from pruneaware.hardware import LatencyTable, build_table, predict_latency
+from pruneaware.hardware import build_table, predict_latency
 from pruneaware.hardware.backends import backend
 from pruneaware.hardware.keys import device_name
 from pruneaware.measure import compare_latency
@@ -47,15 +47,6 @@ def slim(model: nn.Module, example: torch.Tensor, ratio: float, allocation: str,
     return copied.eval()
 
 
-def as_plain_product(table: LatencyTable) -> LatencyTable:
-    """A copy of ``table`` predicting each layer as the plain product of its two sweeps (no fixed cost per call), to
-    show what modelling the fixed cost changes."""
-    plain = copy.deepcopy(table)
-    for sweep in plain.sweeps.values():
-        sweep.__dict__["fixed_ms"] = 0.0  # sets the cached property
-    return plain
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2", "vit_b_16"])
@@ -70,8 +61,8 @@ def main() -> None:
     torch.set_flush_denormal(True)
     print(f"{backend(args.backend).versions()}, {device_name(args.backend)}, backend {args.backend}, {args.threads} threads, image {args.image}, "
           f"round_to {args.round_to}, load average at start {os.getloadavg()[0]:.1f}")
-    print("| model | batch | shape | MACs ratio | predicted ms | measured ms (fastest) | error | measured ms (median) | error | error without fixed cost (fastest) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | batch | shape | MACs ratio | predicted ms | measured ms (fastest) | error | measured ms (median) | error |")
+    print("|---|---|---|---|---|---|---|---|---|")
     timer = backend(args.backend).time_ms
     for name in args.models:
         dense, example = build(name, args.image)
@@ -83,15 +74,12 @@ def main() -> None:
             seconds = time.perf_counter() - started
             inputs = example[:1].expand(batch, *example.shape[1:]).contiguous()
             medians = compare_latency(models, inputs, warmup=2, repeats=args.repeats, threads=args.threads) if args.backend == "torch" else {}
-            plain = as_plain_product(table)
             for label, model in models.items():
                 predicted = predict_latency(model, table)
-                product = predict_latency(model, plain)
                 fastest = timer(copy.deepcopy(model), inputs, args.repeats)  # a copy: the CUDA timer moves what it times
                 median = medians[label].median_ms if label in medians else float("nan")
                 print(f"| {name} | {batch} | {label} | {macs['dense'] / macs[label]:.2f}x | {predicted:.1f} | {fastest:.1f} | "
-                      f"{100 * (predicted / fastest - 1):+.1f}% | {median:.1f} | {100 * (predicted / median - 1):+.1f}% | "
-                      f"{100 * (product / fastest - 1):+.1f}% |", flush=True)
+                      f"{100 * (predicted / fastest - 1):+.1f}% | {median:.1f} | {100 * (predicted / median - 1):+.1f}% |", flush=True)
             print(f"<!-- {name} batch {batch}: table built in {seconds:.0f} s, load average {os.getloadavg()[0]:.1f} -->", flush=True)
 
 

@@ -117,21 +117,3 @@ def test_compare_ms_times_every_model_each_round_and_ranks_a_slimmer_one_faster(
 def test_onnxruntime_tables_say_worker_threads_do_not_spin():
     pytest.importorskip("onnxruntime")
     assert "no spinning" in backend("onnxruntime").versions()  # a table timed with spinning workers is not reused
-
-
-def test_a_fixed_cost_per_call_is_not_shrunk_twice_when_both_widths_fall():
-    from types import SimpleNamespace
-
-    from pruneaware.hardware.table import Sweep
-
-    def truth(i, o):  # 0.1 ms per call whatever the widths, plus a part proportional to in x out
-        return 0.1 + 0.9 * (i / 64) * (o / 64)
-
-    widths = [8, 16, 32, 48, 64]
-    sweep = Sweep(truth(64, 64), [(w, truth(64, w)) for w in widths], [(w, truth(w, 64)) for w in widths])
-    layer = SimpleNamespace(depthwise=False)
-    assert sweep.fixed_ms == pytest.approx(0.1)
-    assert sweep.ms(32, 32, layer) == pytest.approx(truth(32, 32))  # 0.325 ms; both times multiplied would say 0.30
-    assert sweep.ms(4, 64, layer) == pytest.approx(truth(4, 64))  # below the narrowest sample: still the fixed cost plus a share
-    flat = Sweep(1.0, [(8, 0.125), (64, 1.0)], [(8, 0.125), (64, 1.0)])  # no fixed cost: the plain product
-    assert flat.fixed_ms == pytest.approx(0.0, abs=1e-9) and flat.ms(32, 32, layer) == pytest.approx(0.25)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -23,38 +22,17 @@ class Sweep:
     inp: list[tuple[int, float]] = field(default_factory=list)
 
     def ms(self, in_width: int, out_width: int, context: LayerContext) -> float:
-        """Predicted latency at these widths: a fixed cost per call plus a part that scales like in x out, the two
-        sweeps' variable parts combined multiplicatively.
-
-        Multiplying whole times would shrink the fixed cost (launch, memory setup) twice and under-predict thin
-        layers: half of each width is not a quarter of the time where a tenth of it is fixed.
-        """
-        fixed = self.fixed_ms
-        by_out = _interp(self.out, out_width, fixed)
+        """Predicted latency at these widths: the two sweeps combined multiplicatively (cost scales like in x out)."""
+        by_out = _interp(self.out, out_width)
         if context.depthwise or not self.inp:
             return by_out
-        return fixed + (by_out - fixed) * (_interp(self.inp, in_width, fixed) - fixed) / max(self.full_ms - fixed, 1e-12)
-
-    @cached_property
-    def fixed_ms(self) -> float:
-        """The cost at zero width: where straight lines fitted to the sweeps meet width 0 (mean of both sweeps),
-        kept within [0, half the fastest measured width's time]."""
-        intercepts = [_intercept(points) for points in (self.out, self.inp) if len(points) >= 2]
-        if not intercepts:
-            return 0.0
-        fastest = min(t for _, t in [*self.out, *self.inp])
-        return float(min(max(sum(intercepts) / len(intercepts), 0.0), 0.5 * fastest))
+        return by_out * _interp(self.inp, in_width) / self.full_ms
 
 
-def _intercept(points: list[tuple[int, float]]) -> float:
-    widths, times = (np.asarray(values, dtype=float) for values in zip(*points))
-    return float(np.polyfit(widths, times, 1)[1])
-
-
-def _interp(points: list[tuple[int, float]], width: int, fixed: float = 0.0) -> float:
+def _interp(points: list[tuple[int, float]], width: int) -> float:
     widths, times = zip(*sorted(points))
-    if width <= widths[0]:  # below the narrowest sample: the fixed cost plus a part proportional to width
-        return fixed + (times[0] - fixed) * width / widths[0]
+    if width <= widths[0]:  # below the narrowest sample: proportional to width (never negative)
+        return times[0] * width / widths[0]
     return float(np.interp(width, widths, times))
 
 
