@@ -3,7 +3,8 @@
 Per seed, one dense torchvision ResNet-18 (10 classes, MNIST padded to 32x32) is trained, then copied twice:
 FastNAS searches a subnet at the MACs target (``mtp.prune``, scored on held-out training images) and is fine-tuned;
 pruneaware removes channels during the same fine-tune (latency allocation from measured sensitivity, widths the
-latency table shows fast, optionally distillation from the dense model). Reported: test accuracy, params, MACs,
+latency table shows fast, optionally distillation from the dense model). Every fine-tune of a seed draws the same
+batches in the same order (the shuffle restarts from where the dense training left it). Reported: test accuracy, params, MACs,
 latency at batch 1 and 8 (all models of a seed side by side: interleaved rounds, median), pruning wall time.
 
     python bench/fastnas_compare.py [--seeds 0 1 2] [--train-size 10000] [--pretrain-epochs 2] [--finetune-epochs 2]
@@ -132,9 +133,11 @@ def measure(models: dict[str, nn.Module], example: torch.Tensor, threads: int) -
 def run_seed(seed: int, args: argparse.Namespace, data) -> dict[str, dict[str, float]]:
     train_set, score_set, test_loader = data
     torch.manual_seed(seed)
-    loader = DataLoader(train_set, batch_size=128, shuffle=True, generator=torch.Generator().manual_seed(seed))
+    order = torch.Generator().manual_seed(seed)
+    loader = DataLoader(train_set, batch_size=128, shuffle=True, generator=order)
     example = score_set.tensors[0][:1]
     dense, dense_s, _ = train(build_resnet18(), loader, args.pretrain_epochs, args.lr)
+    shuffled = order.get_state()  # every fine-tune sees the same batches in the same order: a paired comparison
     rows = {"dense": {"accuracy": accuracy(dense, test_loader), "prune_s": 0.0, "train_s": dense_s}}
     models = {"dense": dense}
     score_loader = DataLoader(score_set, batch_size=500)
@@ -142,6 +145,7 @@ def run_seed(seed: int, args: argparse.Namespace, data) -> dict[str, dict[str, f
     calibration = [tuple(t[i:i + 256] for t in score_set.tensors) for i in range(0, args.calibration_images, 256)]
     if not args.skip_fastnas:
         torch.manual_seed(seed)
+        order.set_state(shuffled)
         slim, prune_s = fastnas(copy.deepcopy(dense), args, score_loader, calib_loader, example)
         slim, tune_s, _ = train(slim, loader, args.finetune_epochs, args.finetune_lr)
         models["FastNAS"] = slim
@@ -150,6 +154,7 @@ def run_seed(seed: int, args: argparse.Namespace, data) -> dict[str, dict[str, f
     for latency, distill in variants:
         name = ("pruneaware" if len(args.latency) == 1 else f"pruneaware-L{latency:g}") + ("-distill" if distill else "")
         torch.manual_seed(seed)
+        order.set_state(shuffled)
         with tempfile.TemporaryDirectory() as cache:  # a fresh latency table per variant: its build counts as pruning time
             if args.fresh_table:
                 os.environ["PRUNEAWARE_CACHE"] = cache
