@@ -100,8 +100,10 @@ def pruneaware_factory(args: argparse.Namespace, calibration: list[tuple[torch.T
     stages: list = ["channels", {**allocation, **({"latency": latency} if latency else {})}]
     if distill:
         stages.append({"type": "distill", "kl": 1.0, "temperature": 2.0})
+    schedule = ({"type": "one_shot", "sparsity": 0.9, "at": 0} if args.prune_until == 0  # FastNAS's procedure: cut, then fine-tune
+                else {"type": "cubic", "final": 0.9, "begin": 0.0, "end": args.prune_until, "every": args.prune_every})
     recipe = pa.Recipe.from_dict({
-        "structured": {"schedule": {"type": "cubic", "final": 0.9, "begin": 0.0, "end": args.prune_until, "every": args.prune_every},
+        "structured": {"schedule": schedule,
                        "target": {"macs": args.macs}, "max_layer_ratio": 0.9, **rounding},
         "stages": stages,
     })
@@ -225,7 +227,8 @@ def main() -> None:
     parser.add_argument("--round-to", type=lambda v: v if v == "auto" else int(v), default="auto",
                         help="pruneaware's width multiple: auto (the library's default, a step per layer from its width) or an integer "
                              "(FastNAS's channel divisor is 32)")
-    parser.add_argument("--prune-until", type=float, default=0.3, help="fraction of the fine-tune by which pruneaware's removal ends")
+    parser.add_argument("--prune-until", type=float, default=0.3,
+                        help="fraction of the fine-tune by which pruneaware's removal ends (0: all of it at step 0, as FastNAS does)")
     parser.add_argument("--prune-every", type=float, default=0.1)
     parser.add_argument("--distill", choices=("off", "on", "both"), default="off",
                         help="pruneaware distills from the dense model while fine-tuning (FastNAS gets no teacher); both: a run each")
