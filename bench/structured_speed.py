@@ -31,8 +31,7 @@ from torch import nn
 
 import pruneaware as pa
 from pruneaware.hardware.keys import cpu_name
-from pruneaware.hardware import compare_ms, median_ms
-from pruneaware.measure import count_parameters
+from pruneaware.measure import compare_latency, count_parameters
 from pruneaware.structured import convert_for_pruning
 from pruneaware.schedules import OneShot
 from pruneaware.structured.attention import AttentionHeads
@@ -167,7 +166,8 @@ def main() -> None:
         print("|---|---|---|---|---|---|")
         for batch in args.batch:
             inputs = torch.randn(batch, *example.shape[1:])
-            latency = median_ms(compare_ms({"dense": dense, "slim": slim}, inputs, args.backend, rounds=args.repeats))
+            reports = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=3, repeats=args.repeats, rounds=args.repeats, backend=args.backend)
+            latency = {name: report.median_ms for name, report in reports.items()}
             speedup = latency["dense"] / latency["slim"]
             print(f"| {batch} | {latency['dense']:.1f} | {latency['slim']:.1f} | {speedup:.2f}x "
                   f"| {macs_ratio:.2f}x | {speedup / macs_ratio:.2f} |")

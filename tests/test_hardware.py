@@ -99,18 +99,17 @@ def test_onnxruntime_table(cache):
 
 
 @pytest.mark.parametrize("name", ["torch", "onnxruntime"])
-def test_compare_ms_times_every_model_each_round_and_ranks_a_slimmer_one_faster(name):
+def test_compare_latency_on_a_backend_times_every_model_and_ranks_a_slimmer_one_faster(name):
     if name == "onnxruntime":
         pytest.importorskip("onnxruntime")
-    from pruneaware.hardware import compare_ms, median_ms
+    from pruneaware.measure import compare_latency
 
     torch.manual_seed(0)
     wide = nn.Sequential(nn.Linear(512, 2048), nn.ReLU(), nn.Linear(2048, 512)).eval()
     narrow = nn.Sequential(nn.Linear(512, 64), nn.ReLU(), nn.Linear(64, 512)).eval()
-    times = compare_ms({"wide": wide, "narrow": narrow}, torch.randn(32, 512), name, rounds=9)
-    assert {len(values) for values in times.values()} == {9}
-    medians = median_ms(times)
-    assert medians["narrow"] < medians["wide"]  # 32x fewer MACs: no load on a CI machine hides that
+    reports = compare_latency({"wide": wide, "narrow": narrow}, torch.randn(32, 512), repeats=9, rounds=9, backend=name)
+    assert {len(report.samples_ms) for report in reports.values()} == {9}
+    assert reports["narrow"].median_ms < reports["wide"].median_ms  # 32x fewer MACs: no load on a CI machine hides that
     assert wide.training is False and next(wide.parameters()).device.type == "cpu"
 
 

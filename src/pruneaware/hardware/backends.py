@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import importlib.util
 import io
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -153,27 +152,3 @@ def backend(name: str) -> Backend:
         raise ConfigError("latency backend", name, f"a backend available on this machine: {name!r} is not ({found.hint})")
     return found
 
-
-def compare_ms(models: dict[str, nn.Module], inputs: Tensor, backend_name: str = "torch", rounds: int = 20, warmup: int = 3) -> dict[str, list[float]]:
-    """Milliseconds of one forward of each model on ``backend_name``, ``rounds`` rounds interleaved across the models.
-
-    Each model is prepared once (an onnxruntime session is built once, not per round), so a ratio of two
-    models' medians is measured side by side under the same load.
-    """
-    found = backend(backend_name)
-    runners = {name: found.runner(model, inputs) for name, model in models.items()}
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    times: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(1000.0 * (time.perf_counter() - start))
-    return times
-
-
-def median_ms(times: dict[str, list[float]]) -> dict[str, float]:
-    """The median of each model's rounds."""
-    return {name: statistics.median(values) for name, values in times.items()}

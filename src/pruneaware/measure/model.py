@@ -5,7 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -113,9 +113,11 @@ def compare_latency(
     repeats: int = 20,
     threads: int | None = None,
     rounds: int = 4,
+    backend: str = "torch",
 ) -> dict[str, LatencyReport]:
     """Time several models side by side: ``rounds`` interleaved passes over the models, so drift in
-    machine load or clock speed affects them all alike. Each model gets ``repeats`` timed forwards in all."""
+    machine load or clock speed affects them all alike. Each model gets ``repeats`` timed forwards in all.
+    ``backend`` other than torch eager (``onnxruntime``, ``cuda``) prepares each model there once (one session)."""
     if warmup < 0:
         raise ConfigError("warmup", warmup, "an integer >= 0")
     if repeats < 1 or rounds < 1:
@@ -127,27 +129,46 @@ def compare_latency(
     try:
         if threads is not None:
             torch.set_num_threads(threads)
+        runners = _prepared(models, example_input, backend)
         for round_index in range(rounds):
             for name, model in models.items():
                 count = repeats // rounds + (round_index < repeats % rounds)
-                times_ms[name] += _time_forwards(model, example_input, warmup if round_index == 0 else 1, count)
+                warm = warmup if round_index == 0 else 1
+                times_ms[name] += _time_forwards(model, example_input, warm, count) if runners is None else _time_calls(runners[name], warm, count)
     finally:
         torch.set_num_threads(previous_threads)
     return {name: _latency_report(times, int(example_input.shape[0])) for name, times in times_ms.items()}
 
 
+def _prepared(models: Mapping[str, nn.Module], example_input: Tensor, backend: str) -> dict[str, Callable[[], object]] | None:
+    """Each model prepared once on a deployment backend (``pruneaware.hardware``), or None for torch eager."""
+    if backend == "torch":
+        return None
+    from pruneaware.hardware.backends import backend as deployment_backend
+
+    found = deployment_backend(backend)
+    return {name: found.runner(model, example_input) for name, model in models.items()}
+
+
 def _time_forwards(model: nn.Module, example_input: Tensor, warmup: int, count: int) -> list[float]:
-    times = []
     with _eval_mode(model), torch.no_grad():
-        for _ in range(warmup):
-            model(example_input)
         synchronize = torch.cuda.synchronize if example_input.is_cuda else (lambda: None)  # CUDA kernels run asynchronously
-        synchronize()
-        for _ in range(count):
-            start = time.perf_counter()
+
+        def forward() -> None:
             model(example_input)
             synchronize()
-            times.append((time.perf_counter() - start) * 1000.0)
+
+        return _time_calls(forward, warmup, count)
+
+
+def _time_calls(run: Callable[[], object], warmup: int, count: int) -> list[float]:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - start) * 1000.0)
     return times
 
 
