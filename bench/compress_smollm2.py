@@ -117,7 +117,7 @@ def train(model: nn.Module, windows: torch.Tensor, evaluation: torch.Tensor, arg
     start_perplexity = pa.llm.perplexity(model, evaluation) if shape is not None else None  # the cut, before any training
     losses: list[float] = []
     model.train()
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for step, batch in enumerate(batches):
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, len(batches), peak)
@@ -132,12 +132,12 @@ def train(model: nn.Module, windows: torch.Tensor, evaluation: torch.Tensor, arg
         losses.append(task.item())
         if step % max(len(batches) // 10, 1) == 0 or step == len(batches) - 1:
             print(json.dumps({"step": step, "task_loss": losses[-1], "loss": loss.item(), "seconds": time.perf_counter() - start}), flush=True)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     teacher = pruner.stage("distill").teacher_seconds if distill and pruner is not None else 0.0
     if pruner is not None:
         pruner.finalize()
     model.eval()
-    return {"perplexity_after_cut": start_perplexity, "train_seconds": seconds, "teacher_seconds": teacher, "steps": len(batches), "final_task_loss": statistics.fmean(losses[-max(len(losses) // 10, 1):])}
+    return {"perplexity_after_cut": start_perplexity, "train_seconds": seconds, "train_cpu_seconds": cpu_seconds, "teacher_seconds": teacher, "steps": len(batches), "final_task_loss": statistics.fmean(losses[-max(len(losses) // 10, 1):])}
 
 
 def load(args: argparse.Namespace) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
