@@ -76,6 +76,38 @@ def test_table_from_another_device_is_refused_naming_the_keys(cache, tmp_path):
     assert LatencyTable.load(path).dense_ms == table.dense_ms
 
 
+def test_others_load_sees_another_busy_process():
+    import subprocess
+    import sys
+    import time
+
+    from pruneaware.hardware.contention import BUSY_SHARE, OthersLoad
+
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # the interpreter has started and spins
+        with OthersLoad() as others:
+            time.sleep(1.5)  # this process idles: what the counters see busy is the other one
+    finally:
+        spinner.kill()
+    assert others.share is not None and others.share > BUSY_SHARE  # one spinning core of the machine's
+
+
+def test_table_measured_under_load_warns_and_rebuild_remeasures(cache, tmp_path, caplog):
+    model, x = small_cnn(), torch.randn(1, 3, 16, 16)
+    table = latency_table(model, x, batch=1, threads=1, progress=False)
+    assert table.others_load is None or 0 <= table.others_load <= 1
+    path = next((cache / "latency").rglob("*.json"))
+    data = json.loads(path.read_text())
+    data["others_load"], data["dense_ms"] = 0.6, 1e6
+    path.write_text(json.dumps(data))
+    with caplog.at_level("WARNING", logger="pruneaware.hardware.build"):
+        loaded = latency_table(model, x, batch=1, threads=1, progress=False)
+    assert loaded.dense_ms == 1e6 and "60% of the CPU" in caplog.text and "rebuild=True" in caplog.text
+    rebuilt = latency_table(model, x, batch=1, threads=1, progress=False, rebuild=True)
+    assert rebuilt.dense_ms < 1e6 and json.loads(path.read_text())["dense_ms"] == rebuilt.dense_ms  # re-measured, cache replaced
+
+
 def test_unknown_and_missing_backends_are_refused():
     with pytest.raises(ConfigError, match="onnxruntime"):
         backend("tensorrt")

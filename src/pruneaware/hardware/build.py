@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from pruneaware.data.mnist1d import default_cache_dir
 from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.backends import Backend, Timer, backend as get_backend
+from pruneaware.hardware.contention import OthersLoad, load_warning
 from pruneaware.hardware.keys import TableKey, device_name
 from pruneaware.hardware.layers import LayerContext, capture_contexts
 from pruneaware.hardware.table import LatencyTable, Sweep
@@ -95,14 +96,17 @@ def build_table(
     sweeps: dict[str, Sweep] = {}
     weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     evict = Evictor(weights, device="cuda" if backend == "cuda" else "cpu")  # the cache of the device that runs the layers
-    with _threads(key.threads), Progress(disable=not progress, transient=True) as bar:
+    with OthersLoad() as others, _threads(key.threads), Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"latency table ({backend}, batch {batch})", total=len(distinct) + 1)
         for signature, context in distinct.items():
             sweeps[signature] = _sweep(context, batch, found.time_ms, round_to, points, repeats, evict)
             bar.advance(task)
         dense_ms = found.time_ms(model_copy(model), inputs, max(repeats, 10))
         bar.advance(task)
-    return LatencyTable(key, contexts, sweeps, dense_ms, per_channel)
+    table = LatencyTable(key, contexts, sweeps, dense_ms, per_channel, others.share)
+    if warning := load_warning(table.others_load, "just built"):
+        log.warning(warning)
+    return table
 
 
 def model_copy(model: nn.Module) -> nn.Module:
@@ -122,20 +126,28 @@ def cache_path(key: TableKey, model: nn.Module, example_inputs: Any) -> Path:
 def latency_table(
     model: nn.Module, example_inputs: Any, *, backend: str = "torch", batch: int = 1, round_to: int = 8,
     threads: int | None = None, path: str | Path | None = None, build: bool = True, progress: bool = True,
+    rebuild: bool = False,
 ) -> LatencyTable:
     """The model's table for this machine: loaded from ``path`` or the cache when there, else built (and cached).
 
     A given ``path`` must hold a table measured under the same key (device, backend, versions, batch, dtype, threads).
+    A table measured while other processes were busy is still used, with a warning; ``rebuild`` re-measures the cached one.
     """
     key = table_key(backend, batch, batched(example_inputs, 1).dtype, threads)
     if path is not None:
-        return LatencyTable.load(Path(path), key)
+        return _warned(LatencyTable.load(Path(path), key), Path(path))
     cached = cache_path(key, model, example_inputs)
-    if cached.exists():
-        return LatencyTable.load(cached, key)
+    if cached.exists() and not rebuild:
+        return _warned(LatencyTable.load(cached, key), cached)
     if not build:
         raise ConfigError("latency table", str(cached), f"a table for batch {batch}; build it with pruneaware.hardware.build_table(model, inputs, batch={batch})")
     log.info("building the latency table (%s, batch %d); it is cached at %s", backend, batch, cached)
     table = build_table(model, example_inputs, backend=backend, batch=batch, round_to=round_to, threads=threads, progress=progress)
     table.save(cached)
+    return table
+
+
+def _warned(table: LatencyTable, path: Path) -> LatencyTable:
+    if warning := load_warning(table.others_load, f"at {path}"):
+        log.warning(warning)
     return table

@@ -48,6 +48,8 @@ class LatencyTable:
     """Measured end-to-end latency of the dense model on the backend."""
     per_channel: dict[str, int]
     """Each layer's output elements per channel and sample: scales the remainder (norms, activations, pooling)."""
+    others_load: float | None = None
+    """Share of the machine's CPU that other processes used while the table was measured (None: not known)."""
 
     def layer_ms(self, name: str, in_width: int, out_width: int) -> float:
         context = self.contexts[name]
@@ -67,6 +69,7 @@ class LatencyTable:
             "sweeps": {sig: asdict(s) for sig, s in self.sweeps.items()},
             "dense_ms": self.dense_ms,
             "per_channel": self.per_channel,
+            "others_load": self.others_load,
         }
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(data))
@@ -84,7 +87,8 @@ class LatencyTable:
             raise ConfigError("latency table", str(path), f"a table saved by pruneaware.hardware ({type(error).__name__}: {error})") from None
         if wanted is not None:
             key.check_matches(wanted, str(path))
-        return cls(key, contexts, sweeps, float(data["dense_ms"]), {n: int(v) for n, v in data["per_channel"].items()})
+        per_channel = {n: int(v) for n, v in data["per_channel"].items()}
+        return cls(key, contexts, sweeps, float(data["dense_ms"]), per_channel, data.get("others_load"))
 
 
 def _context(fields: dict) -> LayerContext:
