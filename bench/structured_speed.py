@@ -11,6 +11,9 @@ in one run:
   pass and the scope), vs Torch-Pruning alone (``MetaPruner`` + ``step()``), same model, same ratio,
   rotating order, the first repeat of each dropped as warm-up.
 
+With ``--fold-bn`` both models have BatchNorm folded into the convolutions before timing (torch backend); with
+``--profile``, each model's self time per operator (``torch.profiler``) shows where eager's time goes.
+
     python bench/structured_speed.py [--models resnet50 vit_b_16] [--ratio 0.5] [--round-to 8] [--batch 1 8] [--threads 2]
 """
 
@@ -125,6 +128,32 @@ def time_pruning(base: nn.Module, example: torch.Tensor, ratio: float, round_to:
     return seconds
 
 
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """The model with each BatchNorm folded into the convolution before it (``torch.fx``), as deployment runtimes do."""
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(model)
+
+
+def operator_split(models: dict[str, nn.Module], inputs: torch.Tensor, repeats: int, top: int = 8) -> None:
+    """Milliseconds of self time per forward for each operator (``torch.profiler``), dense beside slim, largest first."""
+    per_model: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        with torch.no_grad():
+            for _ in range(3):
+                model(inputs)
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+                for _ in range(repeats):
+                    model(inputs)
+        per_model[name] = {event.key: event.self_cpu_time_total / 1000 / repeats for event in profile.key_averages()}
+    dense, slim = per_model["dense"], per_model["slim"]
+    print(f"| operator (batch {inputs.shape[0]}) | dense ms | slim ms | speedup |")
+    print("|---|---|---|---|")
+    for op in sorted(dense, key=dense.get, reverse=True)[:top]:
+        print(f"| {op} | {dense[op]:.2f} | {slim.get(op, 0.0):.2f} | {dense[op] / max(slim.get(op, 0.0), 1e-9):.2f}x |")
+    print(f"| all operators | {sum(dense.values()):.2f} | {sum(slim.values()):.2f} | {sum(dense.values()) / sum(slim.values()):.2f}x |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet50", "vit_b_16"])
@@ -141,6 +170,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20, help="timed forwards per model and batch size")
     parser.add_argument("--prune-repeats", type=int, default=4, help="timed prunes per tool")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convolutions of both models before timing (torch backend)")
+    parser.add_argument("--profile", action="store_true", help="also print each model's self time per operator (torch backend)")
     parser.add_argument("--backend", choices=["torch", "onnxruntime"], default="torch",
                         help="where latency is measured, and the latency table latency allocation reads")
     args = parser.parse_args()
@@ -148,7 +179,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     amount = f"MACs target {args.macs}, {args.allocation} allocation" if args.macs is not None else f"ratio {args.ratio}"
     print(f"torch {torch.__version__}, torch-pruning {version('torch-pruning')}, {cpu_name()}, {args.threads} threads, {amount}, "
-          f"round_to {args.round_to}, latency budget {args.latency}, keep residual {args.keep_residual}, image {args.image}, backend {args.backend}, load average {os.getloadavg()[0]:.1f}")
+          f"round_to {args.round_to}, fold BN {args.fold_bn}, latency budget {args.latency}, keep residual {args.keep_residual}, image {args.image}, backend {args.backend}, load average {os.getloadavg()[0]:.1f}")
 
     for name in args.models:
         dense, example = build(name, args.image)
@@ -162,15 +193,21 @@ def main() -> None:
         print(f"\n## {name}: params {count_parameters(dense):,} -> {count_parameters(slim):,}, "
               f"MACs {dense_macs / 1e9:.3f} G -> {slim_macs / 1e9:.3f} G (dense/slim {macs_ratio:.2f}x), pruned in {pruned_in:.0f} s, "
               f"output widths {widths}")
+        timed = {"dense": dense, "slim": slim}
+        if args.fold_bn:
+            timed = {role: fold_batchnorm(model) for role, model in timed.items()}
         print("| batch | dense ms | slim ms | speedup | MACs ratio | efficiency |")
         print("|---|---|---|---|---|---|")
         for batch in args.batch:
             inputs = torch.randn(batch, *example.shape[1:])
-            reports = compare_latency({"dense": dense, "slim": slim}, inputs, warmup=3, repeats=args.repeats, rounds=args.repeats, backend=args.backend)
+            reports = compare_latency(timed, inputs, warmup=3, repeats=args.repeats, rounds=args.repeats, backend=args.backend)
             latency = {name: report.median_ms for name, report in reports.items()}
             speedup = latency["dense"] / latency["slim"]
             print(f"| {batch} | {latency['dense']:.1f} | {latency['slim']:.1f} | {speedup:.2f}x "
                   f"| {macs_ratio:.2f}x | {speedup / macs_ratio:.2f} |")
+        if args.profile:
+            for batch in args.batch:
+                operator_split(timed, torch.randn(batch, *example.shape[1:]), args.repeats)
         if args.no_prune_timing or args.macs is not None:
             continue
         seconds = time_pruning(dense, example, args.ratio, args.round_to, args.prune_repeats)
