@@ -8,6 +8,9 @@ estimator the table uses, and the median of interleaved rounds), and the predict
     python bench/latency_prediction.py [--models resnet18 resnet50 mobilenet_v2 vit_b_16] [--batch 1 8] [--threads 1]
         [--backend torch|onnxruntime|cuda]
 
+With ``--split`` (torch backend) each row also shows where the error lies: the predicted time of the timed layers and of
+the rest, beside the self time ``torch.profiler`` gives the model's convolutions and linear layers and its other operators.
+
 With ``--backend cuda`` layers and models are timed on the GPU with CUDA events (the median column, measured
 with torch eager on the CPU, is left out); the models are built and pruned on the CPU and copied to the GPU to time.
 """
@@ -24,6 +27,7 @@ from torch import nn
 
 import pruneaware as pa
 from pruneaware.hardware import build_table, predict_latency
+from pruneaware.hardware.predict import widths_of
 from pruneaware.hardware.backends import backend
 from pruneaware.hardware.keys import device_name
 from pruneaware.measure import compare_latency
@@ -47,6 +51,25 @@ def slim(model: nn.Module, example: torch.Tensor, ratio: float, allocation: str,
     return copied.eval()
 
 
+LINEAR_OPS = ("aten::addmm", "aten::linear")  # with every convolution kernel: the timed layers' operators
+
+
+def profiled_split(model: nn.Module, inputs: torch.Tensor, repeats: int) -> tuple[float, float]:
+    """Milliseconds of self time per forward in the timed layers' operators and in every other operator."""
+    with torch.no_grad():
+        for _ in range(2):
+            model(inputs)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+            for _ in range(repeats):
+                model(inputs)
+    layers = other = 0.0
+    for event in profile.key_averages():
+        if event.key.startswith("aten::") or event.key.startswith("mkldnn"):
+            ms = event.self_cpu_time_total / 1000 / repeats
+            layers, other = (layers + ms, other) if "conv" in event.key or event.key in LINEAR_OPS else (layers, other + ms)
+    return layers, other
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["resnet18", "resnet50", "mobilenet_v2", "vit_b_16"])
@@ -56,6 +79,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backend", default="torch")
+    parser.add_argument("--split", action="store_true", help="also the predicted layers / rest beside the profiled ones (torch backend)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -80,6 +104,12 @@ def main() -> None:
                 median = medians[label].median_ms if label in medians else float("nan")
                 print(f"| {name} | {batch} | {label} | {macs['dense'] / macs[label]:.2f}x | {predicted:.1f} | {fastest:.1f} | "
                       f"{100 * (predicted / fastest - 1):+.1f}% | {median:.1f} | {100 * (predicted / median - 1):+.1f}% |", flush=True)
+                if args.split:
+                    widths = widths_of(model, table)
+                    layers = sum(table.layer_ms(n, i, o) for n, (i, o) in widths.items())
+                    in_layers, in_other = profiled_split(model, inputs, args.repeats)
+                    print(f"<!-- {label}: predicted layers {layers:.2f} ms + rest {predicted - layers:.2f} ms; profiled layers "
+                          f"{in_layers:.2f} ms + other operators {in_other:.2f} ms -->", flush=True)
             print(f"<!-- {name} batch {batch}: table built in {seconds:.0f} s, load average {os.getloadavg()[0]:.1f} -->", flush=True)
 
 
