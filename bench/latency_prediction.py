@@ -9,7 +9,8 @@ estimator the table uses, and the median of interleaved rounds), and the predict
         [--backend torch|onnxruntime|cuda]
 
 With ``--split`` (torch backend) each row also shows where the error lies: the predicted time of the timed layers and of
-the rest, beside the self time ``torch.profiler`` gives the model's convolutions and linear layers and its other operators.
+the rest (norms, activations, pooling, additions), beside the layers' time measured inside the model (forward hooks)
+and the rest of its forward.
 
 With ``--backend cuda`` layers and models are timed on the GPU with CUDA events (the median column, measured
 with torch eager on the CPU, is left out); the models are built and pruned on the CPU and copied to the GPU to time.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import statistics
 import time
 
 import torch
@@ -51,23 +53,34 @@ def slim(model: nn.Module, example: torch.Tensor, ratio: float, allocation: str,
     return copied.eval()
 
 
-LINEAR_OPS = ("aten::addmm", "aten::linear")  # with every convolution kernel: the timed layers' operators
+def _forward_ms(model: nn.Module, inputs: torch.Tensor) -> float:
+    started = time.perf_counter()
+    model(inputs)
+    return (time.perf_counter() - started) * 1000
 
 
-def profiled_split(model: nn.Module, inputs: torch.Tensor, repeats: int) -> tuple[float, float]:
-    """Milliseconds of self time per forward in the timed layers' operators and in every other operator."""
+def in_model_split(model: nn.Module, inputs: torch.Tensor, layers: list[str], repeats: int) -> tuple[float, float]:
+    """Median milliseconds of a forward spent inside the modules named ``layers`` (timed where they run, by forward
+    hooks) and outside them (the hook-free forward less that)."""
+    modules, spent, starts = dict(model.named_modules()), [0.0], {}
+
+    def before(module: nn.Module, args: object) -> None:
+        starts[id(module)] = time.perf_counter()
+
+    def after(module: nn.Module, args: object, output: object) -> None:
+        spent[0] += time.perf_counter() - starts.pop(id(module))
+
     with torch.no_grad():
-        for _ in range(2):
+        total = statistics.median(_forward_ms(model, inputs) for _ in range(repeats))
+        handles = [h for name in layers for h in (modules[name].register_forward_pre_hook(before), modules[name].register_forward_hook(after))]
+        inside = []
+        for _ in range(repeats):
+            spent[0] = 0.0
             model(inputs)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
-            for _ in range(repeats):
-                model(inputs)
-    layers = other = 0.0
-    for event in profile.key_averages():
-        if event.key.startswith("aten::") or event.key.startswith("mkldnn"):
-            ms = event.self_cpu_time_total / 1000 / repeats
-            layers, other = (layers + ms, other) if "conv" in event.key or event.key in LINEAR_OPS else (layers, other + ms)
-    return layers, other
+            inside.append(spent[0] * 1000)
+        for handle in handles:
+            handle.remove()
+    return statistics.median(inside), total - statistics.median(inside)
 
 
 def main() -> None:
@@ -79,7 +92,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backend", default="torch")
-    parser.add_argument("--split", action="store_true", help="also the predicted layers / rest beside the profiled ones (torch backend)")
+    parser.add_argument("--split", action="store_true", help="also the predicted layers and rest beside those measured inside the model (torch backend)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -107,9 +120,9 @@ def main() -> None:
                 if args.split:
                     widths = widths_of(model, table)
                     layers = sum(table.layer_ms(n, i, o) for n, (i, o) in widths.items())
-                    in_layers, in_other = profiled_split(model, inputs, args.repeats)
-                    print(f"<!-- {label}: predicted layers {layers:.2f} ms + rest {predicted - layers:.2f} ms; profiled layers "
-                          f"{in_layers:.2f} ms + other operators {in_other:.2f} ms -->", flush=True)
+                    inside, outside = in_model_split(model, inputs, list(table.contexts), 2 * args.repeats)
+                    print(f"<!-- {label}: predicted layers {layers:.2f} ms + rest {predicted - layers:.2f} ms; inside the model "
+                          f"layers {inside:.2f} ms + rest {outside:.2f} ms -->", flush=True)
             print(f"<!-- {name} batch {batch}: table built in {seconds:.0f} s, load average {os.getloadavg()[0]:.1f} -->", flush=True)
 
 
