@@ -139,7 +139,7 @@ def latency_table(
     cached = cache_path(key, model, example_inputs)
     if cached.exists() and not rebuild:
         return _warned(LatencyTable.load(cached, key), cached)
-    if not build:
+    if not (build or rebuild):
         raise ConfigError("latency table", str(cached), f"a table for batch {batch}; build it with pruneaware.hardware.build_table(model, inputs, batch={batch})")
     log.info("building the latency table (%s, batch %d); it is cached at %s", backend, batch, cached)
     table = build_table(model, example_inputs, backend=backend, batch=batch, round_to=round_to, threads=threads, progress=progress)
