@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -36,6 +37,11 @@ class LayerContext:
         return self.groups > 1 and self.groups == self.in_full == self.out_full
 
     def signature(self) -> str:
+        """The context as a canonical string: the key equal contexts share a sweep under."""
+        return self._signature
+
+    @cached_property
+    def _signature(self) -> str:  # asked for on every prediction: computed once per context
         return json.dumps(asdict(self), sort_keys=True)
 
     def build(self, in_width: int, out_width: int) -> nn.Module:
