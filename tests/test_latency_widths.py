@@ -10,7 +10,10 @@ from torch import nn
 
 import pruneaware as pa
 from pruneaware.core.errors import ConfigError
-from pruneaware.hardware.allocate import auto_round_to, recalibrated_loss
+from pruneaware.hardware.allocate import Budgets, GroupInfo, auto_round_to, layer_resources, recalibrated_loss, search
+from pruneaware.hardware.keys import TableKey
+from pruneaware.hardware.layers import capture_contexts
+from pruneaware.hardware.table import LatencyTable, Sweep
 from pruneaware.stages.latency_allocation import LatencyAllocation
 
 
@@ -65,7 +68,7 @@ def test_default_widths_are_multiples_of_each_layers_step():
     assert widths[0] % 8 == 0 and widths[1] % 32 == 0 and widths[2] % 8 == 0  # 16 and 48 wide: step 8; 160 wide: step 32
 
 
-def test_recalibrated_loss_uses_fresh_batchnorm_statistics_and_restores_the_old():
+def test_recalibrated_loss_normalizes_each_batch_by_its_own_statistics_and_restores_the_old():
     model, data = narrow_and_wide(), batches()
     model.train()
     with torch.no_grad():  # stale statistics, far from what the batches produce; a classifier that makes them matter
@@ -74,14 +77,10 @@ def test_recalibrated_loss_uses_fresh_batchnorm_statistics_and_restores_the_old(
             norm.running_mean.fill_(3.0)
             norm.running_var.fill_(0.01)
     saved = copy.deepcopy(model.state_dict())
-    fresh = copy.deepcopy(model)
+    fresh = copy.deepcopy(model).eval()
     for norm in (fresh[1], fresh[4], fresh[7]):
-        norm.reset_running_stats()
-        norm.momentum = None
+        norm.train()  # batch statistics, everything else (dropout) in eval mode
     with torch.no_grad():
-        for x, _ in data:
-            fresh(x)
-        fresh.eval()
         expected = sum(float(nn.functional.cross_entropy(fresh(x), y)) for x, y in data) / len(data)
         stale = sum(float(nn.functional.cross_entropy(model.eval()(x), y)) for x, y in data) / len(data)
     model.train()
@@ -127,3 +126,47 @@ def test_distillation_beside_a_macs_target_and_latency_allocation():
         optimizer.zero_grad()
     model = pruner.finalize()
     assert [model[0].out_channels, model[3].out_channels, model[6].out_channels] != [16, 160, 48]
+
+
+def synthetic_search(budgets: Budgets) -> tuple[dict[int, int], list[GroupInfo], LatencyTable, nn.Module]:
+    """The search on a three-layer chain whose latency is proportional to MACs, two groups cut in steps of 16 and 32."""
+    table, model, groups = synthetic_problem()
+    return search(table, model, groups, budgets), groups, table, model
+
+
+def synthetic_problem() -> tuple[LatencyTable, nn.Module, list[GroupInfo]]:
+    model = nn.Sequential(nn.Conv2d(3, 64, 3), nn.Conv2d(64, 96, 3), nn.Conv2d(96, 4, 1))
+    contexts, per_channel = capture_contexts(model, torch.randn(1, 3, 12, 12))
+
+    def sweep(name: str) -> Sweep:
+        context = contexts[name]
+        cost = lambda i, o: 1e-6 * i * o * per_channel[name]  # noqa: E731
+        widths = lambda full: sorted({*range(8, full, 8), full})  # noqa: E731
+        return Sweep(cost(context.in_full, context.out_full), [(w, cost(context.in_full, w)) for w in widths(context.out_full)],
+                     [(w, cost(w, context.out_full)) for w in widths(context.in_full)])
+
+    key = TableKey("cpu", "torch", "-", 1, "float32", 1)
+    sweeps = {contexts[name].signature(): sweep(name) for name in contexts}
+    table = LatencyTable(key, contexts, sweeps, sum(s.full_ms for s in sweeps.values()), per_channel)
+    groups = [
+        GroupInfo(None, model[0], ["0"], ["1"], 64, 8, [(0.0, 0.0), (0.5, 0.3), (0.75, 0.9)], step=16),
+        GroupInfo(None, model[1], ["1"], ["2"], 96, 8, [(0.0, 0.0), (0.5, 0.3), (0.75, 0.9)], step=32),
+    ]
+    return table, model, groups
+
+
+def test_search_meets_the_budget_and_leaves_no_step_it_could_afford():
+    budgets = Budgets(macs=0.3)  # narrowing alone ends at 32 / 32, a step of 16 below what the budget affords
+    widths, groups, table, model = synthetic_search(budgets)
+
+    def macs(chosen: dict[int, int]) -> float:
+        first, second = chosen[0], chosen[1]
+        return sum(layer_resources(table, name, i, o)[0] for name, (i, o) in {"0": (3, first), "1": (first, second), "2": (second, 4)}.items())
+
+    dense = macs({0: 64, 1: 96})
+    assert macs(widths) <= 0.3 * dense
+    assert widths[0] % 16 == 0 and widths[1] % 32 == 0
+    for index, info in enumerate(groups):  # widening any group by one step would break the budget
+        if widths[index] < info.width:
+            assert macs({**widths, index: widths[index] + info.step}) > 0.3 * dense
+

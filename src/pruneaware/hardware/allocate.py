@@ -4,7 +4,9 @@ Each channel group (a prunable layer with everything coupled to it) is cut, on a
 weights, to a few ratios of its least important channels; the loss on calibration batches says what
 each width is worth. The latency table says what each width costs (and its MACs and parameters).
 Starting dense, the search repeatedly narrows the group whose next fast width loses the least loss
-per unit of the budgets still unmet, until every budget is met.
+per unit of the budgets still unmet, until every budget is met; then it widens back, while every budget
+still holds, the groups whose next fast width saves the most loss per unit of budget (the last
+narrowings are coarse steps and overshoot).
 """
 
 from __future__ import annotations
@@ -100,31 +102,26 @@ def sensitivity(info_groups: Sequence[tuple[object, torch.Tensor]], loss: Callab
 
 
 def recalibrated_loss(model: nn.Module, batches: Sequence[object], loss: Callable[[nn.Module, object], torch.Tensor]) -> float:
-    """Mean loss over ``batches`` in eval mode after BatchNorm statistics are re-estimated on the same batches.
+    """Mean loss over ``batches`` in eval mode, except that BatchNorm normalizes each batch by its own statistics.
 
     Cutting channels shifts the activations every later normalization sees; with the dense model's
-    running statistics a cut looks far worse than it is once training has adapted them. The
-    statistics and train/eval flags are restored afterwards; without BatchNorm this is the plain mean loss.
+    running statistics a cut looks far worse than it is once training has adapted them. A calibration
+    batch's own statistics are what re-estimating them converges to, at one forward per batch.
+    Running statistics and train/eval flags are restored afterwards; without BatchNorm this is the plain mean loss.
     """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    saved = [(m, m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in norms if m.track_running_stats and m.running_mean is not None]
     modes = [(m, m.training) for m in model.modules()]
     try:
         with torch.no_grad():
-            if norms:
-                model.eval()
-                for norm in norms:
-                    norm.reset_running_stats()
-                    norm.momentum = None  # a cumulative average over the batches
-                    norm.train()
-                for batch in batches:
-                    loss(model, batch)
             model.eval()
+            for norm in norms:
+                norm.train()
             return float(sum(float(loss(model, batch)) for batch in batches) / max(len(batches), 1))
     finally:
         with torch.no_grad():
-            for norm, momentum, mean, var, count in saved:
-                norm.momentum = momentum
+            for norm, mean, var, count in saved:
                 norm.running_mean.copy_(mean)
                 norm.running_var.copy_(var)
                 norm.num_batches_tracked.copy_(count)
@@ -164,10 +161,10 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
     remainder = max(table.dense_ms - dense_layers, 0.0) / max(dense_out, 1)
     scale = table.dense_ms / dense_layers if dense_layers >= table.dense_ms else 1.0
 
-    def totals(widths: dict[str, tuple[int, int]]) -> np.ndarray:
-        ms = sum(table.layer_ms(n, i, o) * scale + remainder * table.per_channel[n] * o for n, (i, o) in widths.items())
-        macs = sum(layer_resources(table, n, i, o)[0] for n, (i, o) in widths.items())
-        params = sum(layer_resources(table, n, i, o)[1] for n, (i, o) in widths.items())
+    def resources(name: str, in_width: int, out_width: int) -> np.ndarray:
+        """(predicted ms, MACs, params) of one layer at these widths, its share of the rest of the model included."""
+        macs, params = layer_resources(table, name, in_width, out_width)
+        ms = table.layer_ms(name, in_width, out_width) * scale + remainder * table.per_channel[name] * out_width
         return np.array([ms, macs, params])
 
     goal = np.array([
@@ -176,10 +173,12 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
         budgets.params * dense_params if budgets.params is not None else np.inf,
     ])
     state = {index: info.width for index, info in enumerate(groups)}
-    now = totals(widths)
+    per_layer = {name: resources(name, i, o) for name, (i, o) in widths.items()}
+    now = sum(per_layer.values(), np.zeros(3))
 
     def narrowed(info: GroupInfo, width: int) -> dict[str, tuple[int, int]]:
-        changed = dict(widths)
+        """The widths of the layers the group touches once it is ``width`` channels wide."""
+        changed = {name: widths[name] for name in (*info.outs, *info.ins)}
         for name in info.outs:
             changed[name] = (width, width) if table.contexts[name].depthwise else (changed[name][0], width)
         for name in info.ins:
@@ -187,13 +186,17 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
                 changed[name] = (width, changed[name][1])
         return changed
 
+    def totals_after(info: GroupInfo, width: int) -> np.ndarray:
+        """The model's resources with the group at ``width`` (only the layers it touches recomputed)."""
+        return now + sum((resources(name, *w) - per_layer[name] for name, w in narrowed(info, width).items()), np.zeros(3))
+
     def next_width(index: int) -> int | None:
         """The next narrower width that is faster than every wider one tried (a fast size), or None at the floor."""
         info, width = groups[index], state[index]
-        base = totals(narrowed(info, width))[0]
+        base = totals_after(info, width)[0]
         candidate = width - info.step if width % info.step == 0 else width - width % info.step
         while candidate >= info.floor and candidate > 0:
-            if totals(narrowed(info, candidate))[0] < base:
+            if totals_after(info, candidate)[0] < base:
                 return candidate
             candidate -= info.step
         return None
@@ -205,7 +208,7 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
             width = next_width(index)
             if width is None:
                 continue
-            after = totals(narrowed(info, width))
+            after = totals_after(info, width)
             benefit = float(np.sum(np.minimum((now - after)[gap > 0] / gap[gap > 0], 1.0)))
             if benefit <= 0:
                 continue
@@ -215,7 +218,38 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
         if best is None:
             break
         index, width, now = best
-        widths.update(narrowed(groups[index], width))
+        for name, w in narrowed(groups[index], width).items():
+            widths[name], per_layer[name] = w, resources(name, *w)
+        state[index] = width
+
+    def wider(index: int) -> tuple[int, np.ndarray] | None:
+        """The next wider fast width within every budget (the widest one no slower than the next step), or None."""
+        info, width = groups[index], state[index]
+        steps = list(range(width - width % info.step + info.step, info.width, info.step)) + [info.width]
+        if width >= info.width or not steps:
+            return None
+        first = totals_after(info, steps[0])
+        choice = max((w for w in steps if totals_after(info, w)[0] <= first[0]), default=steps[0])
+        after = totals_after(info, choice)
+        return (choice, after) if np.all(after <= goal) else None
+
+    scale_of = np.where(np.isfinite(goal), goal, 1.0)
+    while np.all(now <= goal):  # give back what the last coarse steps overshot: widen where it saves most damage per cost
+        best, best_score = None, -np.inf
+        for index, info in enumerate(groups):
+            found = wider(index)
+            if found is None:
+                continue
+            width, after = found
+            cost = max(float(np.sum(((after - now) / scale_of)[np.isfinite(goal)])), 0.0) + 1e-12
+            score = (info.damage(state[index]) - info.damage(width) + 1e-12) / cost
+            if score > best_score:
+                best, best_score = (index, width, after), score
+        if best is None:
+            break
+        index, width, now = best
+        for name, w in narrowed(groups[index], width).items():
+            widths[name], per_layer[name] = w, resources(name, *w)
         state[index] = width
     return state
 
