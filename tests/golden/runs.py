@@ -2,7 +2,9 @@
 
 A run is recorded as hashes of its final masks and weights (raw tensor bytes), the parameter shapes
 after every step that changed one (channel and head removals), and the order of mask operations per
-training-loop phase, so a change in any of them is visible.
+training-loop phase, so a change in any of them is visible. Weight hashes hold only on the machine that
+recorded them (``machine()``): another CPU's kernels round differently in the last bits, so each weight's
+sum, sum of magnitudes and norm are recorded too, to be compared with a tolerance there.
 """
 
 from __future__ import annotations
@@ -126,6 +128,24 @@ def digest(tensor: torch.Tensor) -> str:
     return hashlib.sha256(head + raw.numpy().tobytes()).hexdigest()[:16]
 
 
+def values(tensor: torch.Tensor) -> list[float]:
+    """(sum, sum of magnitudes, norm) of a tensor in float64: its values, comparable across CPUs with a tolerance."""
+    flat = tensor.detach().cpu().double().reshape(-1)
+    return [float(flat.sum()), float(flat.abs().sum()), float(flat.norm())]
+
+
+CHECKPOINTS_MACHINE: str | None = None
+"""``machine()`` of the one that wrote ``checkpoints/`` (None: written before machines were recorded): a run resumed
+from them finishes bit-identically to the uninterrupted one only there."""
+
+
+def machine() -> str:
+    """What bit-identical float results depend on: the CPU, the kernels' instruction set, and torch."""
+    from pruneaware.hardware.keys import cpu_name
+
+    return f"{cpu_name()} / {torch.backends.cpu.get_cpu_capability()} / torch {torch.__version__}"
+
+
 @dataclass
 class Recorder:
     """Outermost MaskSet operations, grouped by the training-loop phase they happened in."""
@@ -244,6 +264,8 @@ class Run:
         return {
             "masks": {name: digest(mask) for name, mask in sorted(masks.items())},
             "weights": {name: digest(value) for name, value in sorted(self.model.state_dict().items())},
+            "values": {name: values(value) for name, value in sorted(self.model.state_dict().items())},
+            "machine": machine(),
             "kept": sum(int(mask.sum()) for mask in masks.values()),
             "shapes": self.shapes,
         }
