@@ -108,6 +108,34 @@ def test_table_measured_under_load_warns_and_rebuild_remeasures(cache, tmp_path,
     assert rebuilt.dense_ms < 1e6 and json.loads(path.read_text())["dense_ms"] == rebuilt.dense_ms  # re-measured, cache replaced
 
 
+def test_a_table_whose_dense_time_moved_during_the_build_warns_at_build_and_load(cache, monkeypatch, caplog):
+    import dataclasses
+
+    from pruneaware.hardware import build as build_module
+    from pruneaware.hardware.contention import DRIFT, drift_warning, speed_drift
+
+    real = backend("torch")
+    dense_calls: list[float] = []
+
+    def drifting(module, inputs, repeats, before=None):  # the whole model runs 1.5x slower at the end of the build
+        if isinstance(module, nn.Sequential):
+            dense_calls.append(1.0 if not dense_calls else 1.5)
+            return dense_calls[-1]
+        return 0.1
+
+    monkeypatch.setattr(build_module, "get_backend", lambda name: dataclasses.replace(real, time_ms=drifting))
+    model, x = small_cnn(), torch.randn(1, 3, 16, 16)
+    with caplog.at_level("WARNING", logger="pruneaware.hardware.build"):
+        table = latency_table(model, x, batch=1, threads=1, progress=False)
+    assert dense_calls == [1.0, 1.5] and table.dense_ms == 1.0 and table.speed_drift == pytest.approx(0.5)
+    assert "50% apart" in caplog.text and "rebuild=True" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pruneaware.hardware.build"):
+        loaded = latency_table(model, x, batch=1, threads=1, progress=False)  # from the cache: still flagged
+    assert loaded.speed_drift == pytest.approx(0.5) and "50% apart" in caplog.text
+    assert speed_drift(100.0, 100.0 * (1 + DRIFT / 2)) < DRIFT and drift_warning(DRIFT / 2, "here") is None
+
+
 def test_unknown_and_missing_backends_are_refused():
     with pytest.raises(ConfigError, match="onnxruntime"):
         backend("tensorrt")

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from pruneaware.data.mnist1d import default_cache_dir
 from pruneaware.core.errors import ConfigError
 from pruneaware.hardware.backends import Backend, Timer, backend as get_backend
-from pruneaware.hardware.contention import OthersLoad, load_warning
+from pruneaware.hardware.contention import OthersLoad, drift_warning, load_warning, speed_drift
 from pruneaware.hardware.keys import TableKey, device_name
 from pruneaware.hardware.layers import LayerContext, capture_contexts
 from pruneaware.hardware.table import LatencyTable, Sweep
@@ -97,15 +97,20 @@ def build_table(
     weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     evict = Evictor(weights, device="cuda" if backend == "cuda" else "cpu")  # the cache of the device that runs the layers
     with OthersLoad() as others, _threads(key.threads), Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"latency table ({backend}, batch {batch})", total=len(distinct) + 1)
+        task = bar.add_task(f"latency table ({backend}, batch {batch})", total=len(distinct) + 2)
+        dense = model_copy(model)
+        dense_before = found.time_ms(dense, inputs, max(repeats, 10))  # again at the end: did the machine's speed move?
+        bar.advance(task)
         for signature, context in distinct.items():
             sweeps[signature] = _sweep(context, batch, found.time_ms, round_to, points, repeats, evict)
             bar.advance(task)
-        dense_ms = found.time_ms(model_copy(model), inputs, max(repeats, 10))
+        dense_after = found.time_ms(dense, inputs, max(repeats, 10))
         bar.advance(task)
-    table = LatencyTable(key, contexts, sweeps, dense_ms, per_channel, others.share)
-    if warning := load_warning(table.others_load, "just built"):
-        log.warning(warning)
+    table = LatencyTable(key, contexts, sweeps, min(dense_before, dense_after), per_channel, others.share,
+                         round(speed_drift(dense_before, dense_after), 3))
+    for warning in (load_warning(table.others_load, "just built"), drift_warning(table.speed_drift, "just built")):
+        if warning:
+            log.warning(warning)
     return table
 
 
@@ -148,6 +153,7 @@ def latency_table(
 
 
 def _warned(table: LatencyTable, path: Path) -> LatencyTable:
-    if warning := load_warning(table.others_load, f"at {path}"):
-        log.warning(warning)
+    for warning in (load_warning(table.others_load, f"at {path}"), drift_warning(table.speed_drift, f"at {path}")):
+        if warning:
+            log.warning(warning)
     return table

@@ -7,6 +7,10 @@ from pathlib import Path
 
 BUSY_SHARE = 0.2
 """Above this share of the machine's CPU time used by other processes, a latency table is flagged as measured under load."""
+DRIFT = 0.1
+"""Above this relative change of the dense model's latency between the start and the end of a table's build, the
+machine's speed moved while the table was measured (shared caches or memory on a virtual machine, frequency changes):
+the table is flagged."""
 
 
 def _cpu_seconds() -> tuple[float, float] | None:
@@ -56,4 +60,19 @@ def load_warning(share: float | None, where: str) -> str | None:
         return None
     return (f"the latency table {where} was measured while other processes used {share:.0%} of the CPU, so its times are "
             "likely too high and predictions too pessimistic; rebuild it on an idle machine "
+            "(pruneaware.hardware.latency_table(..., rebuild=True), or delete the file)")
+
+
+def speed_drift(before_ms: float, after_ms: float) -> float:
+    """How far the same model's latency moved between two measurements, relative to the faster one."""
+    return abs(after_ms - before_ms) / max(min(before_ms, after_ms), 1e-12)
+
+
+def drift_warning(drift: float | None, where: str) -> str | None:
+    """A warning naming the change and the fix when the dense model ran at different speeds before and after the sweeps."""
+    if drift is None or drift <= DRIFT:
+        return None
+    return (f"the latency table {where} timed the dense model {drift:.0%} apart at the start and the end of its build: "
+            "the machine's speed changed while the layers were measured (other virtual machines, frequency scaling), so "
+            "its layer times disagree with one another; rebuild it when the machine is steady "
             "(pruneaware.hardware.latency_table(..., rebuild=True), or delete the file)")

@@ -50,6 +50,8 @@ class LatencyTable:
     """Each layer's output elements per channel and sample: scales the remainder (norms, activations, pooling)."""
     others_load: float | None = None
     """Share of the machine's CPU that other processes used while the table was measured (None: not known)."""
+    speed_drift: float | None = None
+    """Relative change of the dense model's latency between the start and the end of the build (None: not measured)."""
 
     def layer_ms(self, name: str, in_width: int, out_width: int) -> float:
         context = self.contexts[name]
@@ -70,6 +72,7 @@ class LatencyTable:
             "dense_ms": self.dense_ms,
             "per_channel": self.per_channel,
             "others_load": self.others_load,
+            "speed_drift": self.speed_drift,
         }
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(data))
@@ -88,7 +91,7 @@ class LatencyTable:
         if wanted is not None:
             key.check_matches(wanted, str(path))
         per_channel = {n: int(v) for n, v in data["per_channel"].items()}
-        return cls(key, contexts, sweeps, float(data["dense_ms"]), per_channel, data.get("others_load"))
+        return cls(key, contexts, sweeps, float(data["dense_ms"]), per_channel, data.get("others_load"), data.get("speed_drift"))
 
 
 def _context(fields: dict) -> LayerContext:
