@@ -207,3 +207,22 @@ def _score_from(cls, buffer: torch.Tensor) -> torch.Tensor:
 def test_stateless_criteria_have_empty_state():
     assert Magnitude().state_dict() == {}
     Magnitude().load_state_dict({})
+
+
+def test_input_magnitude_ranks_channels_by_the_weights_that_read_them() -> None:
+    import torch_pruning as tp
+
+    from pruneaware.criteria.channel import CHANNEL_CRITERIA
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    with torch.no_grad():
+        model[0].weight[2].mul_(100)  # a filter the BatchNorm behind it rescales anyway
+        model[3].weight[:, 5].mul_(100)  # a channel the next layer reads heavily
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=torch.randn(1, 3, 10, 10))
+    group = graph.get_pruning_group(model[0], tp.prune_conv_out_channels, idxs=list(range(8)))
+    by_input = CHANNEL_CRITERIA.build("l2_input")(group)
+    by_group = CHANNEL_CRITERIA.build("l2")(group)
+    assert int(by_input.argmax()) == 5 and int(by_group.argmax()) == 2
+    reader_norms = model[3].weight.detach().transpose(0, 1).flatten(1).norm(dim=1)
+    assert torch.argsort(by_input).tolist() == torch.argsort(reader_norms).tolist()

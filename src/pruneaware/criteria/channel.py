@@ -1,4 +1,4 @@
-"""Channel criteria: how much each coupled channel group matters, by name in ``CHANNEL_CRITERIA`` (magnitude, BN scale, Taylor, Fisher, random).
+"""Channel criteria: how much each coupled channel group matters, by name in ``CHANNEL_CRITERIA`` (magnitude, input-side magnitude, BN scale, Taylor, Fisher, random).
 
 The gradient ones (first-order Taylor and the Fisher diagonal) observe training:
 gradients exist before the optimizer step, not after it, where channels are removed; so these
@@ -135,10 +135,30 @@ class FisherImportance(GradientImportance):
         return 0.5 * mean * param.square()
 
 
+class InputMagnitudeImportance(tp.importance.GroupMagnitudeImportance):
+    """L2 norm of the weights that *read* each channel (the input slices of the layers it feeds), as modelopt's FastNAS
+    ranks channels. Behind BatchNorm a convolution's own filter norm says little (the norm rescales it); what the next
+    layers do with the channel is what it is worth. Groups that feed no layer fall back to the whole group's norm."""
+
+    READERS = (tp.pruner.function.prune_conv_in_channels, tp.pruner.function.prune_linear_in_channels)
+
+    def __init__(self) -> None:
+        super().__init__(p=2)
+
+    def __call__(self, group: Any) -> Tensor:
+        readers = [item for item in group if item.dep.pruning_fn in self.READERS]
+        return super().__call__(_Items(readers) if readers else group)
+
+
+class _Items(list):
+    """A group's items as a list: what ``GroupMagnitudeImportance`` iterates and indexes."""
+
+
 CHANNEL_CRITERIA: Registry[Any] = Registry("structured.importance")
 """Channel (group) criteria by name, for ``structured.importance``: each factory builds a Torch-Pruning importance."""
 CHANNEL_CRITERIA.register("l1")(lambda: tp.importance.GroupMagnitudeImportance(p=1))
 CHANNEL_CRITERIA.register("l2")(lambda: tp.importance.GroupMagnitudeImportance(p=2))
+CHANNEL_CRITERIA.register("l2_input")(InputMagnitudeImportance)
 CHANNEL_CRITERIA.register("bn_scale")(lambda: tp.importance.BNScaleImportance())
 CHANNEL_CRITERIA.register("taylor")(TaylorImportance)
 CHANNEL_CRITERIA.register("fisher")(FisherImportance)
