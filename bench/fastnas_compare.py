@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fastnas_helpers import build_resnet18, conv_widths, load_slim, mean_std, overhead_seconds, save_slim  # noqa: E402
 
 import pruneaware as pa  # noqa: E402
+from pruneaware.criteria.channel import CHANNEL_CRITERIA  # noqa: E402
 from pruneaware.data.mnist import load_mnist  # noqa: E402
 from pruneaware.hardware.keys import cpu_name  # noqa: E402
 from pruneaware.job.trainer import evaluate  # noqa: E402
@@ -104,7 +105,8 @@ def pruneaware_factory(args: argparse.Namespace, calibration: list[tuple[torch.T
                 else {"type": "cubic", "final": 0.9, "begin": 0.0, "end": args.prune_until, "every": args.prune_every})
     recipe = pa.Recipe.from_dict({
         "structured": {"schedule": schedule,
-                       "target": {"macs": args.macs}, "max_layer_ratio": 0.9, **rounding},
+                       "target": {"macs": args.macs}, "max_layer_ratio": 0.9, **rounding,
+                       **({"importance": args.importance} if args.importance else {})},
         "stages": stages,
     })
 
@@ -124,6 +126,23 @@ def fastnas(model: nn.Module, args: argparse.Namespace, score_loader: DataLoader
                              config={"data_loader": calib_loader, "collect_func": lambda batch: batch[0],
                                      "score_func": lambda m: accuracy(m, score_loader), "checkpoint": f"{folder}/search.pth"})
     return model, time.perf_counter() - started
+
+
+def cut_to_widths(model: nn.Module, shaped: nn.Module, example: torch.Tensor, criterion: str) -> nn.Module:
+    """``model`` with every convolution cut to its width in ``shaped``, each group dropping its least important channels
+    by pruneaware's ``criterion`` (coupled layers go with them through Torch-Pruning's dependency graph)."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example)
+    widths = {name: m.out_channels for name, m in shaped.named_modules() if isinstance(m, nn.Conv2d)}
+    importance = CHANNEL_CRITERIA.build(criterion)
+    for name, conv in list(model.named_modules()):
+        cut = conv.out_channels - widths[name] if isinstance(conv, nn.Conv2d) else 0
+        if cut > 0:  # a coupled layer cut earlier is already at its width
+            whole = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+            least = torch.argsort(importance(whole))[:cut].tolist()
+            graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=least).prune()
+    return model
 
 
 def measure(models: dict[str, nn.Module], example: torch.Tensor, threads: int) -> dict[int, dict[str, float]]:
@@ -152,6 +171,16 @@ def run_seed(seed: int, args: argparse.Namespace, data) -> dict[str, dict[str, f
         slim, tune_s, _ = train(slim, loader, args.finetune_epochs, args.finetune_lr)
         models["FastNAS"] = slim
         rows["FastNAS"] = {"accuracy": accuracy(slim, test_loader), "prune_s": prune_s, "train_s": tune_s}
+        if args.fastnas_widths:  # FastNAS's widths, pruneaware's channels: which of the two makes the accuracy?
+            torch.manual_seed(seed)
+            order.set_state(shuffled)
+            started = time.perf_counter()
+            cut = cut_to_widths(copy.deepcopy(dense), slim, example, args.importance or "l2")
+            cut_s = time.perf_counter() - started
+            cut, tune_s, _ = train(cut, loader, args.finetune_epochs, args.finetune_lr)
+            name = f"{args.importance or 'l2'} channels at FastNAS widths"
+            models[name] = cut
+            rows[name] = {"accuracy": accuracy(cut, test_loader), "prune_s": cut_s, "train_s": tune_s}
     variants = [(latency, distill) for latency in args.latency for distill in {"off": [False], "on": [True], "both": [False, True]}[args.distill]]
     for latency, distill in variants:
         name = ("pruneaware" if len(args.latency) == 1 else f"pruneaware-L{latency:g}") + ("-distill" if distill else "")
@@ -234,6 +263,9 @@ def main() -> None:
                         help="pruneaware distills from the dense model while fine-tuning (FastNAS gets no teacher); both: a run each")
     parser.add_argument("--fresh-table", action=argparse.BooleanOptionalAction, default=True,
                         help="build pruneaware's latency table afresh per seed (its build counts as pruning time)")
+    parser.add_argument("--importance", help="pruneaware's channel criterion (structured.importance; default: the library's, l2)")
+    parser.add_argument("--fastnas-widths", action="store_true",
+                        help="also cut the dense model to FastNAS's widths by pruneaware's --importance and fine-tune it alike")
     parser.add_argument("--skip-fastnas", action="store_true", help="pruneaware alone (no modelopt needed)")
     parser.add_argument("--threads", type=int, default=1, help="threads for latency: tables, allocation and measurement")
     parser.add_argument("--train-threads", type=int, help="threads for training, FastNAS's search and sensitivity (default: --threads)")
