@@ -2,9 +2,9 @@
 
 A run is recorded as hashes of its final masks and weights (raw tensor bytes), the parameter shapes
 after every step that changed one (channel and head removals), and the order of mask operations per
-training-loop phase, so a change in any of them is visible. Weight hashes hold only on the machine that
-recorded them (``machine()``): another CPU's kernels round differently in the last bits, so each weight's
-sum, sum of magnitudes and norm are recorded too, to be compared with a tolerance there.
+training-loop phase, so a change in any of them is visible. Weight and mask hashes hold only on the machine
+that recorded them (``machine()``): another CPU's kernels round differently in the last bits, so each weight's
+sum, sum of magnitudes and norm, and each mask's kept count, are recorded too, to be compared there.
 """
 
 from __future__ import annotations
@@ -263,6 +263,7 @@ class Run:
         masks = self.pruner.masks.state_dict()
         return {
             "masks": {name: digest(mask) for name, mask in sorted(masks.items())},
+            "mask_counts": {name: int(mask.sum()) for name, mask in sorted(masks.items())},
             "weights": {name: digest(value) for name, value in sorted(self.model.state_dict().items())},
             "values": {name: values(value) for name, value in sorted(self.model.state_dict().items())},
             "machine": machine(),

@@ -201,6 +201,12 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
             candidate -= info.step
         return None
 
+    def take(index: int, width: int) -> None:
+        """Set the group's width (``now`` is updated by the caller from the candidate's totals)."""
+        for name, w in narrowed(groups[index], width).items():
+            widths[name], per_layer[name] = w, resources(name, *w)
+        state[index] = width
+
     while np.any(now > goal):
         gap = np.where(now > goal, now - goal, 0.0)
         best, best_score = None, np.inf
@@ -218,16 +224,14 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
         if best is None:
             break
         index, width, now = best
-        for name, w in narrowed(groups[index], width).items():
-            widths[name], per_layer[name] = w, resources(name, *w)
-        state[index] = width
+        take(index, width)
 
     def wider(index: int) -> tuple[int, np.ndarray] | None:
         """The next wider fast width within every budget (the widest one no slower than the next step), or None."""
         info, width = groups[index], state[index]
-        steps = list(range(width - width % info.step + info.step, info.width, info.step)) + [info.width]
-        if width >= info.width or not steps:
+        if width >= info.width:
             return None
+        steps = list(range(width - width % info.step + info.step, info.width, info.step)) + [info.width]
         first = totals_after(info, steps[0])
         choice = max((w for w in steps if totals_after(info, w)[0] <= first[0]), default=steps[0])
         after = totals_after(info, choice)
@@ -248,9 +252,7 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
         if best is None:
             break
         index, width, now = best
-        for name, w in narrowed(groups[index], width).items():
-            widths[name], per_layer[name] = w, resources(name, *w)
-        state[index] = width
+        take(index, width)
     return state
 
 

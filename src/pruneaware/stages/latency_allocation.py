@@ -129,17 +129,17 @@ class LatencyAllocation(Stage):
                 scored = [(g, ranker.estimate_importance(g)) for g in groups]
                 scored = [(g, s) for g, s in scored if s is not None]
                 measured = sensitivity(scored, loss)
-                for (group, _), points in zip(scored, measured):
-                    root = group[0].dep.target.module
-                    outs, ins = timed_members(group, names, self.table, ranker.DG)
-                    width = ranker.DG.get_out_channels(root)
-                    start = channels._initial_out.get(root, width)
-                    step = auto_round_to(start) if self.round_to == "auto" else self.round_to
-                    floor = math.ceil(math.ceil(start * (1 - channels.max_layer_ratio)) / step) * step
-                    infos.append(GroupInfo(group, root, outs, ins, width, min(floor, width), points, step))
         finally:
             for module, training in modes:
                 module.train(training)
+        for (group, _), points in zip(scored, measured):
+            root = group[0].dep.target.module
+            outs, ins = timed_members(group, names, self.table, ranker.DG)
+            width = ranker.DG.get_out_channels(root)
+            start = channels._initial_out.get(root, width)
+            step = auto_round_to(start) if self.round_to == "auto" else self.round_to
+            floor = math.ceil(math.ceil(start * (1 - channels.max_layer_ratio)) / step) * step
+            infos.append(GroupInfo(group, root, outs, ins, width, min(floor, width), points, step))
         final = search(self.table, model, infos, self.budgets)
         log.info("latency allocation: widths at the full budgets %s", {names.get(id(i.root)): final[n] for n, i in enumerate(infos)})
         return infos
