@@ -3,7 +3,8 @@
 For each model and batch size: build the latency table (``pruneaware.hardware.build_table``, timed now, not
 cached), then for the dense model and slim copies (channels removed by pruneaware: uniform ratios, and a
 global ranking) print the predicted latency, the measured one (fastest of ``--repeats`` forwards, the
-estimator the table uses, and the median of interleaved rounds), and the prediction error.
+estimator the table uses, and the median of interleaved rounds), and the prediction error; the last column is the
+error with the whole rest of the model scaled by the layer outputs left (no fixed part from the table's slim probe).
 
     python bench/latency_prediction.py [--models resnet18 resnet50 mobilenet_v2 vit_b_16] [--batch 1 8] [--threads 1]
         [--backend torch|onnxruntime|cuda]
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import os
 import statistics
 import time
@@ -98,8 +100,8 @@ def main() -> None:
     torch.set_flush_denormal(True)
     print(f"{backend(args.backend).versions()}, {device_name(args.backend)}, backend {args.backend}, {args.threads} threads, image {args.image}, "
           f"round_to {args.round_to}, load average at start {os.getloadavg()[0]:.1f}")
-    print("| model | batch | shape | MACs ratio | predicted ms | measured ms (fastest) | error | measured ms (median) | error |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| model | batch | shape | MACs ratio | predicted ms | measured ms (fastest) | error | measured ms (median) | error | error, rest all per channel |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     timer = backend(args.backend).time_ms
     for name in args.models:
         dense, example = build(name, args.image)
@@ -110,13 +112,16 @@ def main() -> None:
             table = build_table(dense, example, backend=args.backend, batch=batch, round_to=args.round_to, threads=args.threads, progress=False)
             seconds = time.perf_counter() - started
             inputs = example[:1].expand(batch, *example.shape[1:]).contiguous()
+            print(f"<!-- {name} batch {batch}: fixed rest {table.rest_fixed_ms:.2f} ms of {table.dense_ms:.2f} -->", flush=True)
+            proportional = dataclasses.replace(table, rest_fixed_ms=0.0)  # the rest scaled by the outputs left, as before the probe
             medians = compare_latency(models, inputs, warmup=2, repeats=args.repeats, threads=args.threads) if args.backend == "torch" else {}
             for label, model in models.items():
                 predicted = predict_latency(model, table)
                 fastest = timer(copy.deepcopy(model), inputs, args.repeats)  # a copy: the CUDA timer moves what it times
                 median = medians[label].median_ms if label in medians else float("nan")
                 print(f"| {name} | {batch} | {label} | {macs['dense'] / macs[label]:.2f}x | {predicted:.1f} | {fastest:.1f} | "
-                      f"{100 * (predicted / fastest - 1):+.1f}% | {median:.1f} | {100 * (predicted / median - 1):+.1f}% |", flush=True)
+                      f"{100 * (predicted / fastest - 1):+.1f}% | {median:.1f} | {100 * (predicted / median - 1):+.1f}% | "
+                      f"{100 * (predict_latency(model, proportional) / fastest - 1):+.1f}% |", flush=True)
                 if args.split:
                     widths = widths_of(model, table)
                     layers = sum(table.layer_ms(n, i, o) for n, (i, o) in widths.items())

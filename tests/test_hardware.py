@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 
 import pytest
 import torch
@@ -13,6 +14,11 @@ from pruneaware.core.errors import ConfigError
 from pruneaware.hardware import LatencyTable, build_table, latency_table, predict_latency
 from pruneaware.hardware.backends import backend
 from pruneaware.hardware.build import sample_widths
+from pruneaware.hardware.keys import TableKey
+from pruneaware.hardware.layers import capture_contexts
+from pruneaware.hardware.predict import predict_widths, widths_of
+from pruneaware.hardware.probe import fixed_rest_ms, uniform_probe
+from pruneaware.hardware.table import Sweep
 
 
 def small_cnn() -> nn.Sequential:
@@ -127,13 +133,64 @@ def test_a_table_whose_dense_time_moved_during_the_build_warns_at_build_and_load
     model, x = small_cnn(), torch.randn(1, 3, 16, 16)
     with caplog.at_level("WARNING", logger="pruneaware.hardware.build"):
         table = latency_table(model, x, batch=1, threads=1, progress=False)
-    assert dense_calls == [1.0, 1.5] and table.dense_ms == 1.0 and table.speed_drift == pytest.approx(0.5)
+    assert dense_calls[:2] == [1.0, 1.5] and table.dense_ms == 1.0  # (then the slim probe) and table.speed_drift == pytest.approx(0.5)
     assert "50% apart" in caplog.text and "rebuild=True" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="pruneaware.hardware.build"):
         loaded = latency_table(model, x, batch=1, threads=1, progress=False)  # from the cache: still flagged
     assert loaded.speed_drift == pytest.approx(0.5) and "50% apart" in caplog.text
     assert speed_drift(100.0, 100.0 * (1 + DRIFT / 2)) < DRIFT and drift_warning(DRIFT / 2, "here") is None
+
+
+class PerCallOverhead(nn.Module):
+    """Costs the same time at every width, as per-call dispatch does: what a rest scaled by the outputs left misses."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return x
+
+
+def test_the_slim_probe_finds_a_cost_that_stays_at_every_width(cache):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), PerCallOverhead(0.005), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+                          nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10)).eval()
+    x = torch.randn(1, 3, 8, 8)
+    table = build_table(model, x, batch=1, points=3, repeats=3, threads=1, progress=False)
+    assert 3.0 < table.rest_fixed_ms < 7.0  # the 5 ms sleep, not a share that shrinks with the channels
+    table.save(cache / "table.json")
+    assert LatencyTable.load(cache / "table.json").rest_fixed_ms == table.rest_fixed_ms
+    probe = uniform_probe(model, x, round_to=8)
+    assert probe is not None and probe[0].out_channels < 32 and probe[7].out_features == 10  # the classifier's outputs kept
+    assert predict_latency(probe, table) > 0.8 * table.dense_ms  # the sleep dominates: slimming saves little
+
+
+def test_fixed_rest_is_the_one_value_that_predicts_dense_and_probe_and_stays_in_range():
+    model, x = small_cnn(), torch.randn(1, 3, 16, 16)
+    contexts, per_channel = capture_contexts(model, x)
+    sweeps = {}
+    for name, context in contexts.items():  # synthetic layer times, proportional to in x out
+        cost = lambda i, o, c=context: 1e-4 * i * o  # noqa: E731
+        widths = lambda full: sorted({*range(8, full, 8), full})  # noqa: E731
+        sweeps[context.signature()] = Sweep(cost(context.in_full, context.out_full), [(w, cost(context.in_full, w)) for w in widths(context.out_full)],
+                                            [(w, cost(w, context.out_full)) for w in widths(context.in_full)])
+    table = LatencyTable(TableKey("cpu", "torch", "-", 1, "float32", 1), contexts, sweeps, 0.0, per_channel)
+    fixed, per_output = 2.0, 1e-4
+    table.dense_ms = table.dense_layers_ms() + fixed + per_output * table.outputs()
+    probe = uniform_probe(model, x, round_to=8)
+    widths = widths_of(probe, table)
+    probe_ms = sum(table.layer_ms(n, i, o) for n, (i, o) in widths.items()) + fixed + per_output * table.outputs(widths)
+    assert fixed_rest_ms(table, probe, probe_ms) == pytest.approx(fixed)
+    proportional = predict_widths(table, widths)
+    table.rest_fixed_ms = fixed_rest_ms(table, probe, probe_ms)
+    assert predict_widths(table, widths) == pytest.approx(probe_ms) and proportional < probe_ms  # without it: too fast
+    assert predict_latency(model, table) == pytest.approx(table.dense_ms)  # dense still predicted as measured
+    dense_rest = table.dense_ms - table.dense_layers_ms()
+    assert fixed_rest_ms(table, probe, 10 * probe_ms) == pytest.approx(dense_rest)  # never more than the whole rest
+    assert fixed_rest_ms(table, probe, 0.0) == 0.0  # nor below zero
 
 
 def test_unknown_and_missing_backends_are_refused():

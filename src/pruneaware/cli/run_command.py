@@ -44,6 +44,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--nproc", type=int, default=1, help="train with N local processes (DistributedDataParallel over gloo); also with --resume, at any N")
     parser.add_argument("--timeout", type=float, help="with --nproc: seconds a process waits for the others before the run fails (default: $PRUNEAWARE_DDP_TIMEOUT or 600)")
     parser.add_argument("--latency-target", type=float, metavar="F", help="structured recipes: stop removing channels at F of the dense model's predicted latency (docs/hardware.md)")
+    parser.add_argument("--latency-batch", type=int, metavar="N", help="with --latency-target: the batch size it is measured at (default 1)")
+    parser.add_argument("--latency-backend", choices=["torch", "onnxruntime", "cuda"],
+                        help="with --latency-target: the runtime it is measured on (default torch eager)")
     parser.set_defaults(handler=handle)
 
 
@@ -64,7 +67,9 @@ def _spec_from_args(args: argparse.Namespace) -> tuple[RunSpec, Path]:
     if args.latency_target is not None:
         from pruneaware.hardware.overrides import with_latency_target
 
-        spec = with_latency_target(spec, args.latency_target)
+        spec = with_latency_target(spec, args.latency_target, args.latency_backend or "torch", args.latency_batch or 1)
+    elif args.latency_batch is not None or args.latency_backend is not None:
+        raise ConfigError("--latency-batch/--latency-backend", args.latency_batch or args.latency_backend, "a --latency-target F to measure at that batch or backend")
     check_run(spec)
     _check_nproc(args.nproc, spec)
     directory = args.out or Path("runs") / f"{folder_name(spec.recipe.name)}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -156,10 +156,7 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
     widths = widths_of(model, table)
     dense_macs = sum(layer_resources(table, n, c.in_full, c.out_full)[0] for n, c in table.contexts.items())
     dense_params = sum(layer_resources(table, n, c.in_full, c.out_full)[1] for n, c in table.contexts.items())
-    dense_out = sum(table.per_channel[n] * c.out_full for n, c in table.contexts.items())
-    dense_layers = table.dense_layers_ms()
-    remainder = max(table.dense_ms - dense_layers, 0.0) / max(dense_out, 1)
-    scale = table.dense_ms / dense_layers if dense_layers >= table.dense_ms else 1.0
+    remainder, scale = table.rest_per_output_ms(), table.layer_scale()
 
     def resources(name: str, in_width: int, out_width: int) -> np.ndarray:
         """(predicted ms, MACs, params) of one layer at these widths, its share of the rest of the model included."""
@@ -174,7 +171,7 @@ def search(table: LatencyTable, model: nn.Module, groups: list[GroupInfo], budge
     ])
     state = {index: info.width for index, info in enumerate(groups)}
     per_layer = {name: resources(name, i, o) for name, (i, o) in widths.items()}
-    now = sum(per_layer.values(), np.zeros(3))
+    now = sum(per_layer.values(), np.zeros(3)) + np.array([table.rest_fixed_ms, 0.0, 0.0])  # the fixed rest: in every total
 
     def narrowed(info: GroupInfo, width: int) -> dict[str, tuple[int, int]]:
         """The widths of the layers the group touches once it is ``width`` channels wide."""

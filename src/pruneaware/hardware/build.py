@@ -19,6 +19,7 @@ from pruneaware.hardware.backends import Backend, Timer, backend as get_backend
 from pruneaware.hardware.contention import OthersLoad, drift_warning, load_warning, speed_drift
 from pruneaware.hardware.keys import TableKey, device_name
 from pruneaware.hardware.layers import LayerContext, capture_contexts
+from pruneaware.hardware.probe import fixed_rest_ms, uniform_probe
 from pruneaware.hardware.table import LatencyTable, Sweep
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def build_table(
     weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     evict = Evictor(weights, device="cuda" if backend == "cuda" else "cpu")  # the cache of the device that runs the layers
     with OthersLoad() as others, _threads(key.threads), Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(f"latency table ({backend}, batch {batch})", total=len(distinct) + 2)
+        task = bar.add_task(f"latency table ({backend}, batch {batch})", total=len(distinct) + 3)
         dense = model_copy(model)
         dense_before = found.time_ms(dense, inputs, max(repeats, 10))  # again at the end: did the machine's speed move?
         bar.advance(task)
@@ -106,8 +107,13 @@ def build_table(
             bar.advance(task)
         dense_after = found.time_ms(dense, inputs, max(repeats, 10))
         bar.advance(task)
+        probe = uniform_probe(model, inputs, round_to)
+        probe_ms = found.time_ms(model_copy(probe), inputs, max(repeats, 10)) if probe is not None else None
+        bar.advance(task)
     table = LatencyTable(key, contexts, sweeps, min(dense_before, dense_after), per_channel, others.share,
                          round(speed_drift(dense_before, dense_after), 3))
+    if probe is not None and probe_ms is not None:  # the probe's time relative to the dense model's just before it
+        table.rest_fixed_ms = fixed_rest_ms(table, probe, probe_ms * table.dense_ms / dense_after)
     for warning in (load_warning(table.others_load, "just built"), drift_warning(table.speed_drift, "just built")):
         if warning:
             log.warning(warning)

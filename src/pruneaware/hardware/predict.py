@@ -24,14 +24,9 @@ def widths_of(model: nn.Module, table: LatencyTable) -> dict[str, tuple[int, int
 
 def predict_widths(table: LatencyTable, widths: Widths) -> float:
     """Sum of the layers' latencies at ``widths`` plus the rest of the model (norms, activations, pooling, attention
-    products), scaled from its dense share by the fraction of layer outputs left."""
+    products, per-call overhead): a fixed part and a part scaled by the layer outputs left."""
     layers = sum(table.layer_ms(name, i, o) for name, (i, o) in widths.items())
-    dense_out = sum(table.per_channel[n] * c.out_full for n, c in table.contexts.items())
-    now_out = sum(table.per_channel[n] * widths[n][1] for n in table.contexts)
-    dense_layers = table.dense_layers_ms()
-    if dense_layers >= table.dense_ms:  # layers timed alone add up to more than the model: scale them to it
-        return layers * table.dense_ms / dense_layers
-    return layers + (table.dense_ms - dense_layers) * (now_out / dense_out if dense_out else 1.0)
+    return layers * table.layer_scale() + table.rest_fixed_ms + table.rest_per_output_ms() * table.outputs(widths)
 
 
 def predict_latency(model: nn.Module, table: LatencyTable) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,9 @@ class LatencyTable:
     """Share of the machine's CPU that other processes used while the table was measured (None: not known)."""
     speed_drift: float | None = None
     """Relative change of the dense model's latency between the start and the end of the build (None: not measured)."""
+    rest_fixed_ms: float = 0.0
+    """The part of the rest of the model (norms, activations, pooling, per-call overhead) that does not shrink with the
+    widths, fitted from a slimmer copy of the model timed at build time (0: all of the rest scales with the outputs)."""
 
     def layer_ms(self, name: str, in_width: int, out_width: int) -> float:
         context = self.contexts[name]
@@ -63,6 +67,20 @@ class LatencyTable:
     def dense_layers_ms(self) -> float:
         return sum(self.layer_ms(n, c.in_full, c.out_full) for n, c in self.contexts.items())
 
+    def outputs(self, widths: Mapping[str, tuple[int, int]] | None = None) -> int:
+        """Output elements per sample of the timed layers at ``widths`` (default: every layer at full width)."""
+        return sum(self.per_channel[n] * (c.out_full if widths is None else widths[n][1]) for n, c in self.contexts.items())
+
+    def layer_scale(self) -> float:
+        """Factor on the layers' times: where the layers timed alone add up to more than the model, scaled down to it."""
+        dense_layers = self.dense_layers_ms()
+        return self.dense_ms / dense_layers if dense_layers >= self.dense_ms else 1.0
+
+    def rest_per_output_ms(self) -> float:
+        """Milliseconds of the rest of the model per layer output element: the part of the rest that shrinks with the widths."""
+        dense_rest = max(self.dense_ms - self.dense_layers_ms() - self.rest_fixed_ms, 0.0)
+        return dense_rest / max(self.outputs(), 1)
+
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {
@@ -73,6 +91,7 @@ class LatencyTable:
             "per_channel": self.per_channel,
             "others_load": self.others_load,
             "speed_drift": self.speed_drift,
+            "rest_fixed_ms": self.rest_fixed_ms,
         }
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(data))
@@ -91,7 +110,8 @@ class LatencyTable:
         if wanted is not None:
             key.check_matches(wanted, str(path))
         per_channel = {n: int(v) for n, v in data["per_channel"].items()}
-        return cls(key, contexts, sweeps, float(data["dense_ms"]), per_channel, data.get("others_load"), data.get("speed_drift"))
+        return cls(key, contexts, sweeps, float(data["dense_ms"]), per_channel, data.get("others_load"), data.get("speed_drift"),
+                   float(data.get("rest_fixed_ms", 0.0)))
 
 
 def _context(fields: dict) -> LayerContext:
