@@ -4,9 +4,11 @@ For each model and batch size: build the latency table (``pruneaware.hardware.bu
 cached), then for the dense model and slim copies (channels removed by pruneaware: uniform ratios, and a
 global ranking) print the predicted latency, the measured one (fastest of ``--repeats`` forwards, the
 estimator the table uses, and the median of interleaved rounds), and the prediction error; the last column is the
-error with the whole rest of the model scaled by the layer outputs left (no fixed part from the table's slim probe).
+error with the whole rest of the model scaled by the layer outputs left (no fixed part from the table's slim probe), and
+the error of the predicted ratio to dense against the measured one (medians of interleaved rounds): what a latency
+target, a fraction of dense, relies on, and what stays right when the machine's speed moved since the table was built.
 
-    python bench/latency_prediction.py [--models resnet18 resnet50 mobilenet_v2 vit_b_16] [--batch 1 8] [--threads 1]
+    python bench/latency_prediction.py [--models resnet18 resnet50 mobilenet_v2 vit_b_16 cnn1d resnet20] [--batch 1 8] [--threads 1]
         [--backend torch|onnxruntime|cuda]
 
 With ``--split`` (torch backend) each row also shows where the error lies: the predicted time of the timed layers and of
@@ -40,8 +42,20 @@ from pruneaware.structured.target import forward_macs
 SHAPES = {"uniform 0.25": (0.25, "uniform"), "uniform 0.5": (0.5, "uniform"), "global 0.5": (0.5, "global")}
 
 
+SMALL = {"cnn1d": (1, 40), "resnet20": (1, 28, 28)}
+"""pruneaware's own small models at their data's input shape (MNIST-1D, MNIST): per-call overhead weighs most there."""
+
+
 def build(name: str, image: int) -> tuple[nn.Module, torch.Tensor]:
-    """The torchvision model as ``bench/structured_speed.py`` builds it (random weights, heads made prunable)."""
+    """The torchvision model as ``bench/structured_speed.py`` builds it (random weights, heads made prunable), or one of
+    the ``SMALL`` models (``image`` unused)."""
+    if name in SMALL:
+        from pruneaware.models.cnn1d import CNN1d
+        from pruneaware.models.resnet20 import ResNet20
+
+        torch.manual_seed(0)
+        model = {"cnn1d": CNN1d, "resnet20": ResNet20}[name](SMALL[name], 10)
+        return model.eval(), torch.randn(1, *SMALL[name])
     from structured_speed import build as build_model
 
     return build_model(name, image)
@@ -53,6 +67,11 @@ def slim(model: nn.Module, example: torch.Tensor, ratio: float, allocation: str,
     structured = {"schedule": schedule, "allocation": allocation, "max_layer_ratio": 0.9, "round_to": round_to}
     pa.Pruner(copied, None, pa.Recipe.from_dict({"structured": structured}), total_steps=1, example_inputs=example)
     return copied.eval()
+
+
+def _ms(value: float) -> str:
+    """Milliseconds with 3 significant digits below 10 ms (small models run in a tenth of one), else one decimal."""
+    return f"{value:.3g}" if value < 10 else f"{value:.1f}"
 
 
 def _forward_ms(model: nn.Module, inputs: torch.Tensor) -> float:
@@ -100,8 +119,8 @@ def main() -> None:
     torch.set_flush_denormal(True)
     print(f"{backend(args.backend).versions()}, {device_name(args.backend)}, backend {args.backend}, {args.threads} threads, image {args.image}, "
           f"round_to {args.round_to}, load average at start {os.getloadavg()[0]:.1f}")
-    print("| model | batch | shape | MACs ratio | predicted ms | measured ms (fastest) | error | measured ms (median) | error | error, rest all per channel |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| model | batch | shape | MACs ratio | predicted ms | measured ms (fastest) | error | measured ms (median) | error | error, rest all per channel | error of the ratio to dense (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     timer = backend(args.backend).time_ms
     for name in args.models:
         dense, example = build(name, args.image)
@@ -119,9 +138,11 @@ def main() -> None:
                 predicted = predict_latency(model, table)
                 fastest = timer(copy.deepcopy(model), inputs, args.repeats)  # a copy: the CUDA timer moves what it times
                 median = medians[label].median_ms if label in medians else float("nan")
-                print(f"| {name} | {batch} | {label} | {macs['dense'] / macs[label]:.2f}x | {predicted:.1f} | {fastest:.1f} | "
-                      f"{100 * (predicted / fastest - 1):+.1f}% | {median:.1f} | {100 * (predicted / median - 1):+.1f}% | "
-                      f"{100 * (predict_latency(model, proportional) / fastest - 1):+.1f}% |", flush=True)
+                # what a latency target (a fraction of dense) depends on, measured side by side: immune to the machine's speed moving
+                ratio_error = (predicted / table.dense_ms) / (median / medians["dense"].median_ms) - 1 if medians else float("nan")
+                print(f"| {name} | {batch} | {label} | {macs['dense'] / macs[label]:.2f}x | {_ms(predicted)} | {_ms(fastest)} | "
+                      f"{100 * (predicted / fastest - 1):+.1f}% | {_ms(median)} | {100 * (predicted / median - 1):+.1f}% | "
+                      f"{100 * (predict_latency(model, proportional) / fastest - 1):+.1f}% | {100 * ratio_error:+.1f}% |", flush=True)
                 if args.split:
                     widths = widths_of(model, table)
                     layers = sum(table.layer_ms(n, i, o) for n, (i, o) in widths.items())
