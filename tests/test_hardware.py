@@ -133,7 +133,7 @@ def test_a_table_whose_dense_time_moved_during_the_build_warns_at_build_and_load
     model, x = small_cnn(), torch.randn(1, 3, 16, 16)
     with caplog.at_level("WARNING", logger="pruneaware.hardware.build"):
         table = latency_table(model, x, batch=1, threads=1, progress=False)
-    assert dense_calls[:2] == [1.0, 1.5] and table.dense_ms == 1.0  # (then the slim probe) and table.speed_drift == pytest.approx(0.5)
+    assert dense_calls[:2] == [1.0, 1.5] and table.dense_ms == 1.0 and table.speed_drift == pytest.approx(0.5)  # then the slim probe
     assert "50% apart" in caplog.text and "rebuild=True" in caplog.text
     caplog.clear()
     with caplog.at_level("WARNING", logger="pruneaware.hardware.build"):
@@ -173,7 +173,7 @@ def test_fixed_rest_is_the_one_value_that_predicts_dense_and_probe_and_stays_in_
     contexts, per_channel = capture_contexts(model, x)
     sweeps = {}
     for name, context in contexts.items():  # synthetic layer times, proportional to in x out
-        cost = lambda i, o, c=context: 1e-4 * i * o  # noqa: E731
+        cost = lambda i, o: 1e-4 * i * o  # noqa: E731
         widths = lambda full: sorted({*range(8, full, 8), full})  # noqa: E731
         sweeps[context.signature()] = Sweep(cost(context.in_full, context.out_full), [(w, cost(context.in_full, w)) for w in widths(context.out_full)],
                                             [(w, cost(w, context.out_full)) for w in widths(context.in_full)])

@@ -108,11 +108,11 @@ def build_table(
         dense_after = found.time_ms(dense, inputs, max(repeats, 10))
         bar.advance(task)
         probe = uniform_probe(model, inputs, round_to)
-        probe_ms = found.time_ms(model_copy(probe), inputs, max(repeats, 10)) if probe is not None else None
+        probe_ms = found.time_ms(model_copy(probe), inputs, max(repeats, 10)) if probe is not None else 0.0
         bar.advance(task)
     table = LatencyTable(key, contexts, sweeps, min(dense_before, dense_after), per_channel, others.share,
                          round(speed_drift(dense_before, dense_after), 3))
-    if probe is not None and probe_ms is not None:  # the probe's time relative to the dense model's just before it
+    if probe is not None:  # the probe's time relative to the dense model's just before it
         table.rest_fixed_ms = fixed_rest_ms(table, probe, probe_ms * table.dense_ms / dense_after)
     for warning in (load_warning(table.others_load, "just built"), drift_warning(table.speed_drift, "just built")):
         if warning:

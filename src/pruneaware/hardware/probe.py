@@ -51,4 +51,3 @@ def fixed_rest_ms(table: LatencyTable, probe: nn.Module, probe_ms: float) -> flo
     probe_rest = probe_ms - sum(table.layer_ms(n, i, o) for n, (i, o) in widths.items())
     per_output = (dense_rest - probe_rest) / (1 - left)
     return min(max(dense_rest - per_output, 0.0), dense_rest)
-
